@@ -1,0 +1,429 @@
+"""The hook engine: low-rank deltas into any timm backbone, applied per call, merged, unmerged and removed exactly.
+
+Each target layer gets a forward hook (the instance's ``forward`` is wrapped; the class, the parameters and the
+``state_dict`` are untouched). Outside ``Injection.apply`` the hook calls the layer's own forward. Inside, it reads the
+deltas of the current call from a ``ContextVar``, so two threads applying different deltas to one backbone each see
+their own, and it runs one of two exact strategies:
+
+- activation space: ``y = layer(x) + scale * (x @ A^T) @ B^T`` (differentiable, one delta per sample possible);
+- weight space: ``y = layer_fn(x, W + scale * B @ A)`` with the folded weight living only for that call.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import logging
+import math
+import warnings
+import weakref
+from collections.abc import Iterator, Mapping, Sequence
+from contextvars import ContextVar
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .lowrank import LowRankDelta, conv2d_delta, fold_weight, linear_delta
+from .targets import Target, _close_names, format_table, resolve_targets
+
+__all__ = ["Injection", "Strategy", "inject"]
+
+logger = logging.getLogger(__name__)
+
+Strategy = Literal["auto", "activation", "weight"]
+_STRATEGIES = ("auto", "activation", "weight")
+_same = importlib.import_module("timm.layers.conv2d_same")
+_padding = importlib.import_module("timm.layers.padding")
+
+# models currently injected: a second injection on the same model would stack hooks in an order nobody chose
+_INJECTED: weakref.WeakKeyDictionary[nn.Module, Injection] = weakref.WeakKeyDictionary()
+
+
+# helpers
+
+
+def _conv_input(module: nn.Conv2d, x: Tensor) -> tuple[Tensor, tuple[int, int] | str]:
+    """The input as the conv itself pads it, and the padding left for F.conv2d (the delta must see the same pixels)."""
+    if isinstance(module, _same.Conv2dSame):
+        return _padding.pad_same(x, module.kernel_size, module.stride, module.dilation), (0, 0)
+    if module.padding_mode != "zeros":
+        return F.pad(x, module._reversed_padding_repeated_twice, mode=module.padding_mode), (0, 0)
+    return x, module.padding
+
+
+def _forward_with_weight(module: nn.Module, kind: str, x: Tensor, weight: Tensor) -> Tensor:
+    """The layer's own function with ``weight`` in place of ``module.weight``; the module is not modified."""
+    if kind == "linear":
+        return F.linear(x, weight, module.bias)
+    if isinstance(module, _same.Conv2dSame):
+        return _same.conv2d_same(x, weight, module.bias, module.stride, module.padding, module.dilation, module.groups)
+    return module._conv_forward(x, weight, module.bias)
+
+
+def _activation_delta(module: nn.Module, kind: str, x: Tensor, delta: LowRankDelta) -> Tensor:
+    if kind == "linear":
+        return linear_delta(x, delta)
+    x, padding = _conv_input(module, x)
+    return conv2d_delta(x, delta, module.stride, padding, module.dilation)
+
+
+def _example_input(model: nn.Module, example: Tensor | Sequence[int] | None) -> Tensor:
+    param = next((p for p in model.parameters() if p.is_floating_point()), None)
+    dtype = param.dtype if param is not None else torch.float32
+    device = param.device if param is not None else torch.device("cpu")
+    if isinstance(example, Tensor):
+        return example
+    if example is None:
+        cfg = getattr(model, "pretrained_cfg", None) or getattr(model, "default_cfg", None) or {}
+        example = cfg.get("input_size") if isinstance(cfg, dict) else None
+        if example is None:
+            raise ValueError(
+                f"cannot probe {type(model).__name__}: it has no pretrained_cfg['input_size']; pass probe_input= "
+                "(a tensor or a (C, H, W) shape), or probe=False to skip proving that every target runs"
+            )
+    gen = torch.Generator().manual_seed(0)
+    return torch.randn(2, *example, generator=gen).to(device=device, dtype=dtype)
+
+
+# classes
+
+
+@dataclass(eq=False)
+class _CallState:
+    """What one ``apply`` call (or the probe) asks the hooks to do; lives in a ContextVar, never on the model."""
+
+    deltas: Mapping[str, LowRankDelta]
+    weight_space: bool
+    fired: set[str] | None = None  # filled only by the probe
+
+    def run(self, name: str, module: nn.Module, kind: str, original, args: tuple, kwargs: dict) -> Any:
+        if self.fired is not None:
+            self.fired.add(name)
+        delta = self.deltas.get(name)
+        if delta is None:
+            return original(*args, **kwargs)
+        x = args[0] if args else kwargs["input"]
+        if delta.batched and x.shape[0] % delta.B.shape[0]:
+            raise ValueError(
+                f"target '{name}': input's leading axis {x.shape[0]} is not a multiple of the {delta.B.shape[0]} "
+                "per-sample deltas (the batch must be the outer factor of any folded axis)"
+            )
+        if self.weight_space:
+            return _forward_with_weight(module, kind, x, fold_weight(module.weight, delta))
+        y = original(*args, **kwargs)
+        return y + _activation_delta(module, kind, x, delta).to(y.dtype)
+
+
+class Injection:
+    """Low-rank deltas injected into a model's target layers. Create with :func:`inject`.
+
+    Attributes:
+        model: the injected model (never copied).
+        targets: target name -> :class:`Target` (kind and shapes), in model order.
+        excluded: module name -> why it was left out (classifier, grouped conv, bypassed by the model, ...).
+        rank: the rank deltas must have, or None for any.
+        preset: the family preset used by ``targets="auto"``, or None.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        targets: str | Sequence[str] = "auto",
+        rank: int | None = 8,
+        *,
+        probe: bool = True,
+        probe_input: Tensor | Sequence[int] | None = None,
+        freeze: bool = True,
+    ) -> None:
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"inject() needs an nn.Module, got {type(model).__name__}")
+        if rank is not None and (not isinstance(rank, int) or isinstance(rank, bool) or rank < 1):
+            raise ValueError(f"rank must be a positive int or None (any rank), got {rank!r}")
+        if model in _INJECTED:
+            raise RuntimeError(f"{type(model).__name__} is already injected; call .remove() on that Injection first")
+        selection = resolve_targets(model, targets)
+        self.model = model
+        self.rank = rank
+        self.preset = selection.preset
+        self.targets: dict[str, Target] = dict(selection.targets)
+        self.excluded: dict[str, str] = dict(selection.excluded)
+        self._var: ContextVar[_CallState | None] = ContextVar(f"lang2net_injection_{id(self)}", default=None)
+        self._modules: dict[str, nn.Module] = {}
+        self._saved_forward: dict[str, Any] = {}
+        self._merged: dict[str, Tensor] = {}
+        self._merged_deltas: dict[str, LowRankDelta] = {}
+        self._requires_grad: dict[str, bool] = {}
+        self._removed = False
+        modules = dict(model.named_modules())
+        _INJECTED[model] = self
+        try:
+            for name in self.targets:
+                self._install(name, modules[name])
+            if freeze:
+                self._requires_grad = {n: p.requires_grad for n, p in model.named_parameters()}
+                model.requires_grad_(False)
+            if probe:
+                self._settle_probe(self.probe(probe_input), explicit=targets != "auto")
+        except BaseException:
+            self.remove()
+            raise
+
+    # hook lifecycle
+
+    def _install(self, name: str, module: nn.Module) -> None:
+        if getattr(module.__dict__.get("forward"), "__lang2net_injection__", None) is not None:
+            raise RuntimeError(f"module '{name}' already carries a lang2net hook from another Injection; remove it first")
+        self._saved_forward[name] = module.__dict__.get("forward")  # an instance-level forward someone else set
+        original = module.forward
+        kind = self.targets[name].kind
+        var = self._var
+
+        def forward(*args, **kwargs):
+            state = var.get()
+            if state is None:
+                return original(*args, **kwargs)
+            return state.run(name, module, kind, original, args, kwargs)
+
+        forward.__lang2net_injection__ = weakref.ref(self)
+        module.forward = forward
+        self._modules[name] = module
+
+    def _uninstall(self, name: str) -> None:
+        module = self._modules.pop(name)
+        saved = self._saved_forward.pop(name)
+        if saved is None:
+            del module.forward
+        else:
+            module.forward = saved
+
+    def _check_alive(self) -> None:
+        if self._removed:
+            raise RuntimeError("this Injection was removed; call lang2net.inject(model, ...) again to adapt the model")
+
+    def remove(self) -> nn.Module:
+        """Remove every hook, undo any merge and restore requires_grad: the model is bit-identical to before.
+
+        Returns:
+            The original model, for chaining.
+        """
+        if self._removed:
+            return self.model
+        if self._var.get() is not None:
+            raise RuntimeError("remove() inside inj.apply(...): leave the with-block first")
+        if self._merged:
+            self._restore_merged()
+        for name in list(self._modules):
+            self._uninstall(name)
+        params = dict(self.model.named_parameters())
+        for name, flag in self._requires_grad.items():
+            params[name].requires_grad_(flag)
+        self._removed = True
+        _INJECTED.pop(self.model, None)
+        return self.model
+
+    # probing
+
+    def probe(self, example: Tensor | Sequence[int] | None = None) -> list[str]:
+        """Run one small forward and return the targets whose hook did not fire (layers the model bypasses).
+
+        A layer whose weight the model reads without calling it (``F.linear(x, self.qkv.weight, ...)``) is never
+        adapted by a hook; this is how such layers are found instead of silently doing nothing.
+        """
+        self._check_alive()
+        x = _example_input(self.model, example)
+        state = _CallState({}, weight_space=False, fired=set())
+        was_training = self.model.training
+        token = self._var.set(state)
+        try:
+            self.model.eval()
+            with torch.no_grad():
+                self.model(x)
+        finally:
+            self._var.reset(token)
+            self.model.train(was_training)
+        return [name for name in self.targets if name not in state.fired]
+
+    def _settle_probe(self, silent: list[str], explicit: bool) -> None:
+        if not silent:
+            return
+        why = "the model reads its weight without calling the module (e.g. F.linear(x, self.qkv.weight, ...))"
+        if explicit:
+            raise ValueError(f"targets {silent} never run as modules in {type(self.model).__name__}: {why}; a hook there would do nothing")
+        warnings.warn(f"leaving out {len(silent)} bypassed layers of {type(self.model).__name__} ({silent[:4]}...): {why}", stacklevel=4)
+        for name in silent:
+            self._uninstall(name)
+            del self.targets[name]
+            self.excluded[name] = f"bypassed: {why}"
+        if not self.targets:
+            raise ValueError(f"no target of {type(self.model).__name__} runs as a module: {why}")
+
+    # deltas
+
+    def _validate(self, deltas: Mapping[str, LowRankDelta]) -> int | None:
+        """Check names, shapes, devices and the per-sample batch; return the per-sample batch size (None if shared)."""
+        if not isinstance(deltas, Mapping):
+            raise TypeError(f"deltas must be a mapping of target name -> LowRankDelta, got {type(deltas).__name__}")
+        batch = None
+        for name, delta in deltas.items():
+            target = self.targets.get(name)
+            if target is None:
+                raise ValueError(f"{name!r} is not a target of this injection; close targets: {_close_names(str(name), list(self.targets))}")
+            target.check(delta, self.rank)
+            weight = self._modules[name].weight
+            if delta.A.device != weight.device:
+                raise ValueError(f"delta for target '{name}' is on {delta.A.device}, the layer's weight on {weight.device}")
+            if delta.batched:
+                if batch is not None and delta.batch_size != batch:
+                    raise ValueError(f"per-sample deltas disagree on the batch: '{name}' has {delta.batch_size}, others {batch}")
+                batch = delta.batch_size
+        return batch
+
+    def _resolve_strategy(self, deltas: Mapping[str, LowRankDelta], strategy: str, batch: int | None) -> bool:
+        """True for weight space. Auto: activation space for per-sample deltas and for training, else weight space."""
+        if strategy not in _STRATEGIES:
+            raise ValueError(f"strategy must be one of {_STRATEGIES}, got {strategy!r}")
+        if strategy == "weight" and batch is not None:
+            raise ValueError("strategy='weight' cannot run per-sample deltas (one weight per call); use 'activation'")
+        if strategy != "auto":
+            return strategy == "weight"
+        if batch is not None:
+            return False
+        training = torch.is_grad_enabled() and any(d.A.requires_grad or d.B.requires_grad for d in deltas.values())
+        return not training
+
+    @contextlib.contextmanager
+    def apply(self, deltas: Mapping[str, LowRankDelta], strategy: Strategy = "auto") -> Iterator[Injection]:
+        """Run the model under ``deltas`` for the duration of the with-block (this thread / task only).
+
+        Args:
+            deltas: target name -> LowRankDelta; targets left out run unchanged. A delta with a leading batch axis
+                applies one delta per sample (the input's leading axis must be a multiple of that batch).
+            strategy: "activation", "weight", or "auto" (activation space when deltas are per sample or need
+                gradients, weight space otherwise).
+        """
+        self._check_alive()
+        if self._var.get() is not None:
+            raise RuntimeError("nested inj.apply() on one injection: combine the deltas into one mapping instead")
+        batch = self._validate(deltas)
+        state = _CallState(dict(deltas), weight_space=self._resolve_strategy(deltas, strategy, batch))
+        token = self._var.set(state)
+        try:
+            yield self
+        finally:
+            self._var.reset(token)
+
+    def merge(self, deltas: Mapping[str, LowRankDelta]) -> None:
+        """Fold shared deltas into the weights in place; :meth:`unmerge` or :meth:`remove` restore them bit for bit.
+
+        All folded weights are computed and checked for non-finite values before any weight is written.
+        """
+        self._check_alive()
+        if self._merged:
+            raise RuntimeError("deltas are already merged; unmerge() before merging others")
+        if self._validate(deltas) is not None:
+            raise ValueError("merge() needs shared deltas; per-sample deltas cannot be folded into one weight")
+        folded: dict[str, Tensor] = {}
+        with torch.no_grad():
+            for name, delta in deltas.items():
+                w = fold_weight(self._modules[name].weight, delta.detach())
+                if not torch.isfinite(w).all():
+                    raise ValueError(f"merging the delta for '{name}' gives non-finite weights; nothing was merged")
+                folded[name] = w
+            for name, w in folded.items():
+                weight = self._modules[name].weight
+                self._merged[name] = weight.detach().clone()
+                weight.copy_(w)
+        self._merged_deltas = dict(deltas)
+
+    def unmerge(self, deltas: Mapping[str, LowRankDelta] | None = None) -> None:
+        """Restore the weights saved by :meth:`merge` (bit for bit). If ``deltas`` is given it must be the merged set."""
+        self._check_alive()
+        if not self._merged:
+            raise RuntimeError("nothing is merged")
+        if deltas is not None and (
+            set(deltas) != set(self._merged_deltas) or any(deltas[n] is not d for n, d in self._merged_deltas.items())
+        ):
+            raise ValueError("unmerge() got deltas other than the merged ones; call unmerge() with no argument")
+        self._restore_merged()
+
+    def _restore_merged(self) -> None:
+        with torch.no_grad():
+            for name, original in self._merged.items():
+                self._modules[name].weight.copy_(original)
+        self._merged, self._merged_deltas = {}, {}
+
+    @property
+    def merged(self) -> bool:
+        return bool(self._merged)
+
+    def init_deltas(
+        self,
+        mode: Literal["zeros", "random"] = "zeros",
+        *,
+        batch_size: int | None = None,
+        std: float = 0.1,
+        seed: int | None = None,
+        dtype: torch.dtype | None = None,
+        device: torch.device | str | None = None,
+    ) -> dict[str, LowRankDelta]:
+        """Deltas of the right shapes for every target: zeros, or random (A ~ N(0, 1/fan_in), B ~ N(0, std))."""
+        if self.rank is None:
+            raise ValueError("init_deltas() needs a fixed rank; inject(..., rank=r)")
+        if mode not in ("zeros", "random"):
+            raise ValueError(f"mode must be 'zeros' or 'random', got {mode!r}")
+        gen = torch.Generator().manual_seed(seed) if seed is not None else None
+        lead = () if batch_size is None else (batch_size,)
+        out = {}
+        for name, t in self.targets.items():
+            weight = self._modules[name].weight
+            kw = {"dtype": dtype or weight.dtype, "device": device or weight.device}
+            a_shape, b_shape = (*lead, *t.a_shape(self.rank)), (*lead, *t.b_shape(self.rank))
+            if mode == "zeros":
+                out[name] = LowRankDelta(torch.zeros(a_shape, **kw), torch.zeros(b_shape, **kw))
+                continue
+            fan_in = math.prod(t.a_shape(self.rank)[1:])
+            A = torch.randn(a_shape, generator=gen) / math.sqrt(fan_in)
+            B = torch.randn(b_shape, generator=gen) * std
+            out[name] = LowRankDelta(A.to(**kw), B.to(**kw))
+        return out
+
+    # reports
+
+    def summary(self) -> str:
+        """A table of targets (kind, weight, A and B shapes) and of the excluded modules with reasons."""
+        head = f"Injection into {type(self.model).__name__}" + (f" (preset: {self.preset})" if self.preset else "")
+        return head + "\n" + format_table(self.targets, self.excluded, self.rank)
+
+    def __repr__(self) -> str:
+        state = "removed" if self._removed else ("merged" if self._merged else "active")
+        return f"Injection({type(self.model).__name__}, {len(self.targets)} targets, rank={self.rank}, {state})"
+
+
+def inject(
+    model: nn.Module,
+    targets: str | Sequence[str] = "auto",
+    rank: int | None = 8,
+    *,
+    probe: bool = True,
+    probe_input: Tensor | Sequence[int] | None = None,
+    freeze: bool = True,
+) -> Injection:
+    """Prepare ``model`` to run under low-rank deltas.
+
+    Args:
+        model: any timm model (or nn.Module; non-timm models need ``probe_input``).
+        targets: "auto" (a per-family preset, else every eligible layer outside the classifier), a regex that must
+            fullmatch module names, or a list of module names / name suffixes.
+        rank: the rank deltas must have (None accepts any).
+        probe: run one small forward to prove each target's hook fires; bypassed layers are an error when named
+            explicitly and left out with a warning under "auto".
+        probe_input: the probe's input tensor or (C, H, W); defaults to ``pretrained_cfg["input_size"]``.
+        freeze: set ``requires_grad=False`` on the model's parameters (restored by ``remove()``).
+
+    Returns:
+        An :class:`Injection`; use ``with inj.apply(deltas): model(x)``.
+    """
+    return Injection(model, targets, rank, probe=probe, probe_input=probe_input, freeze=freeze)
