@@ -12,6 +12,7 @@ their own, and it runs one of two exact strategies:
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import importlib
 import logging
 import math
@@ -37,6 +38,9 @@ Strategy = Literal["auto", "activation", "weight"]
 _STRATEGIES = ("auto", "activation", "weight")
 _same = importlib.import_module("timm.layers.conv2d_same")
 _padding = importlib.import_module("timm.layers.padding")
+
+_BYPASSED = "bypassed: the model reads its weight without calling the module (e.g. F.linear(x, self.qkv.weight, ...))"
+_BATCH_FREE = "its input does not carry the batch axis (shared by all samples), so it cannot take per-sample deltas"
 
 # models currently injected: a second injection on the same model would stack hooks in an order nobody chose
 _INJECTED: weakref.WeakKeyDictionary[nn.Module, Injection] = weakref.WeakKeyDictionary()
@@ -79,6 +83,9 @@ def _example_input(model: nn.Module, example: Tensor | Sequence[int] | None) -> 
     if example is None:
         cfg = getattr(model, "pretrained_cfg", None) or getattr(model, "default_cfg", None) or {}
         example = cfg.get("input_size") if isinstance(cfg, dict) else None
+        img_size = getattr(getattr(model, "patch_embed", None), "img_size", None)  # ViTs built with img_size=...
+        if example is not None and isinstance(img_size, (tuple, list)) and len(img_size) == 2:
+            example = (example[0], *img_size)
         if example is None:
             raise ValueError(
                 f"cannot probe {type(model).__name__}: it has no pretrained_cfg['input_size']; pass probe_input= "
@@ -97,11 +104,12 @@ class _CallState:
 
     deltas: Mapping[str, LowRankDelta]
     weight_space: bool
-    fired: set[str] | None = None  # filled only by the probe
+    fired: dict[str, int] | None = None  # probe only: target name -> leading axis of its input
 
     def run(self, name: str, module: nn.Module, kind: str, original, args: tuple, kwargs: dict) -> Any:
         if self.fired is not None:
-            self.fired.add(name)
+            x = args[0] if args else kwargs["input"]
+            self.fired[name] = x.shape[0] if x.ndim else 0
         delta = self.deltas.get(name)
         if delta is None:
             return original(*args, **kwargs)
@@ -115,6 +123,29 @@ class _CallState:
             return _forward_with_weight(module, kind, x, fold_weight(module.weight, delta))
         y = original(*args, **kwargs)
         return y + _activation_delta(module, kind, x, delta).to(y.dtype)
+
+
+class _HookedForward:
+    """The hook on one target: the layer's own forward outside ``apply``, the call's strategy inside.
+
+    It replaces the instance's ``forward`` attribute (the class, parameters and state_dict stay as they are). A deep
+    copy of an injected model gets the layer's plain forward instead of a hook bound to the original layer.
+    """
+
+    def __init__(self, var: ContextVar, name: str, kind: str, module: nn.Module, original) -> None:
+        self.var, self.name, self.kind, self.module, self.original = var, name, kind, module, original
+
+    def __call__(self, *args, **kwargs):
+        state = self.var.get()
+        if state is None:
+            return self.original(*args, **kwargs)
+        return state.run(self.name, self.module, self.kind, self.original, args, kwargs)
+
+    def __deepcopy__(self, memo: dict):
+        clone = memo.get(id(self.module))
+        if clone is None:  # copied on its own, not as part of its module
+            raise TypeError("a lang2net hook cannot be copied without its module")
+        return type(clone).forward.__get__(clone)
 
 
 class Injection:
@@ -174,21 +205,12 @@ class Injection:
     # hook lifecycle
 
     def _install(self, name: str, module: nn.Module) -> None:
-        if getattr(module.__dict__.get("forward"), "__lang2net_injection__", None) is not None:
-            raise RuntimeError(f"module '{name}' already carries a lang2net hook from another Injection; remove it first")
+        if isinstance(module.__dict__.get("forward"), _HookedForward):
+            raise RuntimeError(
+                f"module '{name}' already carries a lang2net hook from another Injection; remove it first"
+            )
         self._saved_forward[name] = module.__dict__.get("forward")  # an instance-level forward someone else set
-        original = module.forward
-        kind = self.targets[name].kind
-        var = self._var
-
-        def forward(*args, **kwargs):
-            state = var.get()
-            if state is None:
-                return original(*args, **kwargs)
-            return state.run(name, module, kind, original, args, kwargs)
-
-        forward.__lang2net_injection__ = weakref.ref(self)
-        module.forward = forward
+        module.forward = _HookedForward(self._var, name, self.targets[name].kind, module, module.forward)
         self._modules[name] = module
 
     def _uninstall(self, name: str) -> None:
@@ -226,15 +248,28 @@ class Injection:
 
     # probing
 
-    def probe(self, example: Tensor | Sequence[int] | None = None) -> list[str]:
-        """Run one small forward and return the targets whose hook did not fire (layers the model bypasses).
+    def probe(self, example: Tensor | Sequence[int] | None = None) -> dict[str, str]:
+        """Run small forwards (batch 1 and 2) and return the targets that cannot work as hooks, with the reason.
 
-        A layer whose weight the model reads without calling it (``F.linear(x, self.qkv.weight, ...)``) is never
-        adapted by a hook; this is how such layers are found instead of silently doing nothing.
+        Two kinds are found: layers the model bypasses (it reads ``module.weight`` without calling the module, as in
+        ``F.linear(x, self.qkv.weight, ...)``; a hook there would silently do nothing) and layers whose input does not
+        carry the batch (its leading axis does not grow with the batch, e.g. an MLP over relative positions), which
+        cannot take one delta per sample.
         """
         self._check_alive()
         x = _example_input(self.model, example)
-        state = _CallState({}, weight_space=False, fired=set())
+        x = x if x.shape[0] >= 2 else torch.cat([x, x])
+        leading = [self._probe_once(x[:1]), self._probe_once(x[:2])]
+        problems = {}
+        for name in self.targets:
+            if name not in leading[1]:
+                problems[name] = _BYPASSED
+            elif leading[1][name] != 2 * leading[0].get(name, -1):
+                problems[name] = _BATCH_FREE
+        return problems
+
+    def _probe_once(self, x: Tensor) -> dict[str, int]:
+        state = _CallState({}, weight_space=False, fired={})
         was_training = self.model.training
         token = self._var.set(state)
         try:
@@ -244,21 +279,31 @@ class Injection:
         finally:
             self._var.reset(token)
             self.model.train(was_training)
-        return [name for name in self.targets if name not in state.fired]
+        return state.fired
 
-    def _settle_probe(self, silent: list[str], explicit: bool) -> None:
-        if not silent:
+    def _settle_probe(self, problems: dict[str, str], explicit: bool) -> None:
+        bypassed = [n for n, why in problems.items() if why == _BYPASSED]
+        if bypassed and explicit:
+            raise ValueError(
+                f"targets {bypassed} never run as modules in {type(self.model).__name__}: {_BYPASSED}; a hook there would do nothing"
+            )
+        if explicit:  # named on purpose: keep them for shared deltas, refuse per-sample ones at apply()
+            for name in problems:
+                self.targets[name] = dataclasses.replace(self.targets[name], per_sample=False)
             return
-        why = "the model reads its weight without calling the module (e.g. F.linear(x, self.qkv.weight, ...))"
-        if explicit:
-            raise ValueError(f"targets {silent} never run as modules in {type(self.model).__name__}: {why}; a hook there would do nothing")
-        warnings.warn(f"leaving out {len(silent)} bypassed layers of {type(self.model).__name__} ({silent[:4]}...): {why}", stacklevel=4)
-        for name in silent:
+        if problems:
+            warnings.warn(
+                f"leaving out {len(problems)} layers of {type(self.model).__name__}: "
+                + "; ".join(f"{n}: {why}" for n, why in list(problems.items())[:4])
+                + (" ..." if len(problems) > 4 else ""),
+                stacklevel=4,
+            )
+        for name, why in problems.items():
             self._uninstall(name)
             del self.targets[name]
-            self.excluded[name] = f"bypassed: {why}"
+            self.excluded[name] = why
         if not self.targets:
-            raise ValueError(f"no target of {type(self.model).__name__} runs as a module: {why}")
+            raise ValueError(f"no target of {type(self.model).__name__} can take deltas: {problems}")
 
     # deltas
 
@@ -270,14 +315,22 @@ class Injection:
         for name, delta in deltas.items():
             target = self.targets.get(name)
             if target is None:
-                raise ValueError(f"{name!r} is not a target of this injection; close targets: {_close_names(str(name), list(self.targets))}")
+                raise ValueError(
+                    f"{name!r} is not a target of this injection; close targets: {_close_names(str(name), list(self.targets))}"
+                )
             target.check(delta, self.rank)
             weight = self._modules[name].weight
             if delta.A.device != weight.device:
-                raise ValueError(f"delta for target '{name}' is on {delta.A.device}, the layer's weight on {weight.device}")
+                raise ValueError(
+                    f"delta for target '{name}' is on {delta.A.device}, the layer's weight on {weight.device}"
+                )
             if delta.batched:
+                if not target.per_sample:
+                    raise ValueError(f"target '{name}' cannot take per-sample deltas: {_BATCH_FREE}")
                 if batch is not None and delta.batch_size != batch:
-                    raise ValueError(f"per-sample deltas disagree on the batch: '{name}' has {delta.batch_size}, others {batch}")
+                    raise ValueError(
+                        f"per-sample deltas disagree on the batch: '{name}' has {delta.batch_size}, others {batch}"
+                    )
                 batch = delta.batch_size
         return batch
 

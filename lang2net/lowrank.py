@@ -64,7 +64,9 @@ class LowRankDelta:
             want = "(n, r, in) or (n, r, in, kh, kw)" if batched else "(r, in) or (r, in, kh, kw)"
             raise ValueError(f"A must be {want} to go with B of shape {tuple(B.shape)}, got shape {tuple(A.shape)}")
         if A.shape[batched] != B.shape[-1]:
-            raise ValueError(f"rank mismatch: A {tuple(A.shape)} has rank {A.shape[batched]}, B {tuple(B.shape)} has {B.shape[-1]}")
+            raise ValueError(
+                f"rank mismatch: A {tuple(A.shape)} has rank {A.shape[batched]}, B {tuple(B.shape)} has {B.shape[-1]}"
+            )
         if batched and A.shape[0] != B.shape[0]:
             raise ValueError(f"per-sample batch mismatch: A has {A.shape[0]} deltas, B has {B.shape[0]}")
         for label, t in (("A", A), ("B", B)):

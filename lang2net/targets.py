@@ -17,7 +17,8 @@ __all__ = ["FAMILY_PRESETS", "Target", "TargetSelection", "classifier_names", "r
 # A preset is a fullmatch regex over module names, keyed by model class name (matched along the MRO, so subclasses
 # such as VisionTransformerDistilled inherit their parent's preset). Families not listed fall back to every eligible
 # Linear / groups=1 Conv2d outside the classifier.
-_VIT_LIKE = r"(?:.*\.)?(?:attn\.(?:qkv|q|k|v|proj)|mlp\.(?:fc1|fc2))"
+# attention in/out projections and the block MLP; not the MLP that some models run on relative positions
+_VIT_LIKE = r"(?:.*\.)?(?:attn\.(?:qkv|q|k|v|kv|proj)|(?<!rel_pos\.)mlp\.(?:fc1|fc2))"
 FAMILY_PRESETS: dict[str, str] = {
     "VisionTransformer": _VIT_LIKE,
     "VisionTransformerRelPos": _VIT_LIKE,
@@ -56,6 +57,7 @@ class Target:
     out_features: int
     kernel_size: tuple[int, int]
     module_type: str
+    per_sample: bool = True  # False when the layer's input does not carry the batch (e.g. a position MLP)
 
     @property
     def weight_shape(self) -> tuple[int, ...]:
@@ -190,7 +192,9 @@ def _select(model: nn.Module, targets: str | Sequence[str]) -> tuple[list[str], 
     for entry in targets:
         hits = [n for n in names if n == entry or n.endswith("." + entry)]
         if not hits:
-            raise ValueError(f"target {entry!r} names no module of {type(model).__name__}; close names: {_close_names(entry, names)}")
+            raise ValueError(
+                f"target {entry!r} names no module of {type(model).__name__}; close names: {_close_names(entry, names)}"
+            )
         chosen.extend(hits)
     order = {n: i for i, n in enumerate(names)}
     return sorted(set(chosen), key=order.__getitem__), None
@@ -236,7 +240,7 @@ def format_table(targets: dict[str, Target], excluded: dict[str, str], rank: int
         a = t.a_shape(rank) if rank is not None else ("r", *t.weight_shape[1:])
         rows.append((t.name, t.kind, str(t.weight_shape), str(tuple(a)), str((t.out_features, r))))
     widths = [max(len(row[i]) for row in rows) for i in range(5)]
-    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=False)).rstrip() for row in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
     n_params = sum((t.in_features * t.kernel_size[0] * t.kernel_size[1] + t.out_features) for t in targets.values())
     if rank is not None:

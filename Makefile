@@ -1,0 +1,33 @@
+# The project's two entry points (see README.md). Each creates or updates the venv itself.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+
+.PHONY: bench test lint format venv
+
+# Re-runs whenever pyproject.toml changes. torch/torchvision are pinned to the pair this kind of machine serves
+# from local disk (a newer pip-resolved torch would be a multi-GB download).
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet "torch==2.14.1" "torchvision==0.29.1"
+	$(PY) -m pip install --quiet -e ".[assets,train,dev]"
+	touch $@
+
+venv: $(VENV)/.installed
+
+# Main job: the injection benchmark on small backbones (CPU here; pass ARGS="--device cuda ..." on a GPU).
+bench: venv
+	$(PY) -m lang2net.bench $(ARGS)
+
+lint: venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+test: lint
+	$(PY) -m pytest -q $(ARGS)
+
+format: venv
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
