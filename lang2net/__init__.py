@@ -1,20 +1,42 @@
 """lang2net: natural-language class descriptions to task-specific networks for any timm backbone."""
 
+from .adapter import LanguageConditionedAdapter, TaskAdaptation, TaskClassifier, mixed_task_logits
+from .backbones import create_backbone, feature_dim, pooled_features
+from .config import AdapterConfig, TargetSpec
+from .generator import DeltaGenerator, SetEncoder, TaskGenerator
+from .heads import HeadGenerator
 from .injection import Injection, Strategy, inject
 from .lowrank import LowRankDelta, delta_weight, fold_weight
 from .targets import FAMILY_PRESETS, Target, resolve_targets
+from .text import PACKAGED_MINILM, TextEncoder, normalize_descriptions
 
 __version__ = "0.1.0"
 
 __all__ = [
     "FAMILY_PRESETS",
+    "PACKAGED_MINILM",
+    "AdapterConfig",
+    "DeltaGenerator",
+    "HeadGenerator",
     "Injection",
+    "LanguageConditionedAdapter",
     "LowRankDelta",
+    "SetEncoder",
     "Strategy",
     "Target",
+    "TargetSpec",
+    "TaskAdaptation",
+    "TaskClassifier",
+    "TaskGenerator",
+    "TextEncoder",
     "__version__",
+    "create_backbone",
     "delta_weight",
+    "feature_dim",
     "fold_weight",
     "inject",
+    "mixed_task_logits",
+    "normalize_descriptions",
+    "pooled_features",
     "resolve_targets",
 ]

