@@ -5,7 +5,6 @@ Axis legend: b images, t tasks, c classes (padded across tasks), e text width, f
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import logging
 import warnings
@@ -19,7 +18,7 @@ from .backbones import create_backbone, feature_dim, pooled_features
 from .config import AdapterConfig, TargetSpec
 from .generator import TaskGenerator
 from .heads import head_logits
-from .injection import _INJECTED, Injection, inject
+from .injection import _INJECTED, Injection, inject, plain_copy
 from .lowrank import LowRankDelta, fold_weight
 from .text import TextEncoder, normalize_descriptions
 
@@ -60,6 +59,14 @@ def attach(backbone: nn.Module, specs: Sequence[TargetSpec], rank: int | None) -
                 f"in this {type(backbone).__name__}: a task made for one backbone cannot run on another"
             )
     return inj
+
+
+def _check_architecture(expected: str, backbone: nn.Module) -> None:
+    """Warn when timm says the backbone is another architecture; the shape checks decide whether it can run."""
+    cfg = getattr(backbone, "pretrained_cfg", None) or {}
+    actual = cfg.get("architecture") if isinstance(cfg, dict) else None
+    if actual and actual != expected.split(".")[0].removeprefix("timm/"):
+        warnings.warn(f"this task was made for {expected!r}, the backbone is {actual!r}", stacklevel=3)
 
 
 def _check_feature_dim(backbone: nn.Module, width: int) -> None:
@@ -119,8 +126,9 @@ class TaskAdaptation:
 
         The copy has no hooks and no lang2net dependency at run time; its logits equal ``bind(backbone)``'s.
         """
+        _check_architecture(self.backbone, backbone)
         _check_feature_dim(backbone, self.head_weight.shape[1])
-        model = copy.deepcopy(backbone)  # a copy of an injected model comes out plain
+        model = plain_copy(backbone)
         modules = dict(model.named_modules())
         with torch.no_grad():
             for spec in self.target_specs:
@@ -171,6 +179,7 @@ class TaskClassifier(nn.Module):
 
     def __init__(self, task: TaskAdaptation, backbone: nn.Module) -> None:
         super().__init__()
+        _check_architecture(task.backbone, backbone)
         _check_feature_dim(backbone, task.head_weight.shape[1])
         self.backbone = backbone
         self.task = task
@@ -335,7 +344,9 @@ class LanguageConditionedAdapter(nn.Module):
         _check_feature_dim(backbone, self.config.feature_dim)
         inj = attach(backbone, self.config.target_specs, rank=self.config.rank) if self.config.target_specs else None
         backbone.requires_grad_(False)
-        self._backbone, self._injection = backbone, inj
+        # plain attributes, not submodules: the backbone must stay out of the generator's state_dict
+        object.__setattr__(self, "_backbone", backbone)
+        object.__setattr__(self, "_injection", inj)
         return self
 
     @property

@@ -12,10 +12,12 @@ their own, and it runs one of two exact strategies:
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
 import importlib
 import logging
 import math
+import types
 import warnings
 import weakref
 from collections.abc import Iterator, Mapping, Sequence
@@ -30,7 +32,7 @@ from torch import Tensor, nn
 from .lowrank import LowRankDelta, conv2d_delta, fold_weight, linear_delta
 from .targets import Target, _close_names, format_table, resolve_targets
 
-__all__ = ["Injection", "Strategy", "inject"]
+__all__ = ["Injection", "Strategy", "inject", "plain_copy"]
 
 logger = logging.getLogger(__name__)
 
@@ -453,6 +455,21 @@ class Injection:
     def __repr__(self) -> str:
         state = "removed" if self._removed else ("merged" if self._merged else "active")
         return f"Injection({type(self.model).__name__}, {len(self.targets)} targets, rank={self.rank}, {state})"
+
+
+def plain_copy(model: nn.Module) -> nn.Module:
+    """A deep copy of ``model`` with no lang2net hooks, whether or not ``model`` is injected."""
+    clone = copy.deepcopy(model)
+    for module in clone.modules():
+        forward = module.__dict__.get("forward")
+        # what _HookedForward.__deepcopy__ leaves: the class's own forward bound to the copy
+        if (
+            isinstance(forward, types.MethodType)
+            and forward.__self__ is module
+            and forward.__func__ is type(module).forward
+        ):
+            del module.forward
+    return clone
 
 
 def inject(
