@@ -18,6 +18,7 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -59,13 +60,11 @@ NOTES = {
 }
 MIXED_ADAPTERS = 4
 DELTA_STD = 0.02
-COMPILE_WARMUP = 2  # compiled cases: the first call compiles, the second may still specialise
 # (model, batch, img size or None for the model's own) run when no --model is given
 CPU_DEFAULTS = (("vit_tiny_patch16_224", 8, 224), ("tf_efficientnet_lite0", 16, 128))
 CUDA_DEFAULTS = (("vit_base_patch16_224", 128, None),)
 DEFAULT_OUT = "bench-results/bench-{model}.json"
 Deltas = dict[str, LowRankDelta]
-_DTYPE_NAMES = {v: k for k, v in DTYPES.items()}
 
 
 @dataclass
@@ -93,8 +92,7 @@ class _Bench:
     per_sample: Deltas
     x: Tensor
     peft: nn.Module | None = None
-    peft_error: str | None = None
-    mixed_error: str | None = None
+    errors: dict[str, str] = field(default_factory=dict)  # "peft" / "peft_mixed" -> why the peft model is unusable
 
 
 def _error(e: BaseException) -> str:
@@ -144,8 +142,24 @@ def _select_cases(cases: Sequence[str] | None, compile: bool) -> list[str]:
     return [c for c in ALL_CASES if c in wanted]
 
 
+def _randomize_gains(model: nn.Module) -> None:
+    """Re-draw 1-d parameters (norm scales and gains in [0.5, 1), small biases); timing does not depend on them.
+
+    timm zero-initialises some residual branches (ResNet's last BN gamma, layer scale 1e-6, NFNet's skipinit gain),
+    which would hide the deltas inside them from the output and make the agreement check vacuous.
+    """
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if p.ndim <= 1:
+                gain = name.endswith(("weight", "gamma", "gain", "scale"))
+                p.copy_(
+                    torch.rand(p.shape, generator=gen) / 2 + 0.5 if gain else torch.randn(p.shape, generator=gen) / 20
+                )
+
+
 def _create_model(name: str, img_size: int | None) -> tuple[nn.Module, tuple[int, int, int]]:
-    """A randomly initialised timm model in eval mode and its (C, H, W) input size."""
+    """A randomly initialised timm model (gains re-drawn) in eval mode and its (C, H, W) input size."""
     if not timm.is_model(name):
         raise ValueError(f"unknown timm model {name!r}")
     torch.manual_seed(0)
@@ -156,6 +170,7 @@ def _create_model(name: str, img_size: int | None) -> tuple[nn.Module, tuple[int
             raise
         torch.manual_seed(0)
         model = timm.create_model(name, pretrained=False)
+    _randomize_gains(model)
     cfg_size = tuple(int(s) for s in timm.data.resolve_model_data_config(model)["input_size"])
     size = (cfg_size[0], img_size, img_size) if img_size is not None else cfg_size
     return model.eval(), size
@@ -186,14 +201,14 @@ def _build_peft(bench: _Bench, base: nn.Module, mixed: bool) -> None:
                 lora_b.copy_((delta.B * delta.scale).reshape(lora_b.shape))  # conv: (out, r) -> (out, r, 1, 1)
         bench.peft = peft_model.to(device=param.device, dtype=param.dtype).eval()
     except Exception as e:
-        bench.peft_error = bench.mixed_error = _error(e)
+        bench.errors["peft"] = bench.errors["peft_mixed"] = _error(e)
         return
     try:
         for i in range(MIXED_ADAPTERS if mixed else 0):
             peft_model.add_adapter(f"a{i}", config())
         peft_model.to(device=param.device, dtype=param.dtype).eval()
     except Exception as e:
-        bench.mixed_error = _error(e)
+        bench.errors["peft_mixed"] = _error(e)
 
 
 def _prepare(
@@ -213,14 +228,10 @@ def _prepare(
     return bench, peft_base, input_size
 
 
-def _under(inj: Injection, deltas: Deltas, model: Callable, x: Tensor, strategy: str = "auto") -> Callable[[], Tensor]:
-    """A call of ``model(x)`` inside ``inj.apply(deltas, strategy)``."""
-
-    def call() -> Tensor:
-        with inj.apply(deltas, strategy=strategy):
-            return model(x)
-
-    return call
+def _under(inj: Injection, deltas: Deltas, model: Callable, x: Tensor, strategy: str = "auto") -> Tensor:
+    """``model(x)`` inside ``inj.apply(deltas, strategy)`` (bound with functools.partial into a case)."""
+    with inj.apply(deltas, strategy=strategy):
+        return model(x)
 
 
 def _forward_cases(bench: _Bench, per_sample: Deltas) -> list[_Case]:
@@ -228,16 +239,16 @@ def _forward_cases(bench: _Bench, per_sample: Deltas) -> list[_Case]:
     model, inj, x, shared, peft_model = bench.model, bench.inj, bench.x, bench.shared, bench.peft
     cases = [
         _Case("plain", lambda: bench.plain(x)),
-        _Case("shared", _under(inj, shared, model, x)),
-        _Case("hook", _under(inj, shared, model, x, "activation")),
-        _Case("per_sample", _under(inj, per_sample, model, x)),
+        _Case("shared", partial(_under, inj, shared, model, x)),
+        _Case("hook", partial(_under, inj, shared, model, x, "activation")),
+        _Case("per_sample", partial(_under, inj, per_sample, model, x)),
         _Case("merged", lambda: model(x), setup=lambda: inj.merge(shared), teardown=inj.unmerge),
     ]
     adapters = [f"a{i % MIXED_ADAPTERS}" for i in range(x.shape[0])]
     # a peft model that could not be built (or take the mixed adapters) is reported with peft's error, not timed
-    if peft_model is not None or bench.peft_error is not None:
-        cases.append(_Case("peft", lambda: peft_model(x), error=bench.peft_error))
-        cases.append(_Case("peft_mixed", lambda: peft_model(x, adapter_names=adapters), error=bench.mixed_error))
+    if peft_model is not None or bench.errors:
+        mixed = _Case("peft_mixed", lambda: peft_model(x, adapter_names=adapters), error=bench.errors.get("peft_mixed"))
+        cases += [_Case("peft", lambda: peft_model(x), error=bench.errors.get("peft")), mixed]
     return cases
 
 
@@ -246,8 +257,8 @@ def _compile_cases(bench: _Bench) -> list[_Case]:
     compiled_plain, compiled, inj, x = torch.compile(bench.plain), torch.compile(bench.model), bench.inj, bench.x
     return [
         _Case("compile_plain", lambda: compiled_plain(x)),
-        _Case("compile_shared", _under(inj, bench.shared, compiled, x)),
-        _Case("compile_per_sample", _under(inj, bench.per_sample, compiled, x)),
+        _Case("compile_shared", partial(_under, inj, bench.shared, compiled, x)),
+        _Case("compile_per_sample", partial(_under, inj, bench.per_sample, compiled, x)),
     ]
 
 
@@ -331,10 +342,10 @@ def _outputs(cases: list[_Case], names: Sequence[str]) -> tuple[dict[str, Tensor
     return outputs, errors
 
 
-def _check(bench: _Bench, dtype: torch.dtype, selected: Sequence[str]) -> dict[str, Any]:
-    """Before timing: the strategies (per-sample with the shared delta broadcast) and peft agree with each other."""
+def _check(bench: _Bench, dtype: torch.dtype) -> dict[str, Any]:
+    """Before timing: the strategies (per-sample with the shared delta broadcast) and peft (if built) agree."""
     cases = _forward_cases(bench, _map(bench.shared, lambda t: torch.stack([t] * bench.x.shape[0])))
-    outputs, errors = _outputs(cases, [c for c in ("plain", *CHECKED_CASES) if c in selected])
+    outputs, errors = _outputs(cases, ("plain", *CHECKED_CASES))  # all of them, timed or not: they are cheap
     reference = next((c for c in ("shared", "hook", "peft") if c in outputs), None)
     report: dict[str, Any] = {"reference": reference, "errors": errors, "max_abs_diff": {}, "disagree": []}
     if reference is None:
@@ -397,11 +408,11 @@ def _run_cases(
     if {"peft", "peft_mixed"} & set(selected):
         _build_peft(bench, peft_base, mixed="peft_mixed" in selected)
     logger.info("checking that the strategies agree")
-    check = _check(bench, dtype, selected)
+    check = _check(bench, dtype)
     compiled = _compile_cases(bench) if set(COMPILE_CASES) & set(selected) else []
     cases = [c for c in _forward_cases(bench, bench.per_sample) + _train_cases(bench) + compiled if c.name in selected]
     cases.sort(key=lambda c: ALL_CASES.index(c.name))
-    warmup = max(warmup, COMPILE_WARMUP) if compiled else warmup
+    warmup = max(warmup, 2) if compiled else warmup  # the first call compiles, the second may still specialise
     logger.info("timing %d cases: %d warm-up and %d timed rounds", len(cases), warmup, repeats)
     _measure(cases, warmup, repeats, bench.x.device)
     explain = None
@@ -451,7 +462,7 @@ def run_benchmark(
     warmup = warmup if warmup is not None else (5 if dev.type == "cuda" else 2)
     if batch_size < 1 or repeats < 1 or warmup < 0:
         raise ValueError(f"need batch_size >= 1, repeats >= 1, warmup >= 0; got {batch_size}, {repeats}, {warmup}")
-    dtype_name = _DTYPE_NAMES.get(torch_dtype, str(torch_dtype).removeprefix("torch."))
+    dtype_name = next((k for k, v in DTYPES.items() if v == torch_dtype), str(torch_dtype))
     logger.info("%s: building on %s (%s)", model_name, dev, dtype_name)
     bench, peft_base, input_size = _prepare(model_name, batch_size, img_size, torch_dtype, dev, rank, targets)
     try:
@@ -495,19 +506,14 @@ def format_table(result: dict[str, Any]) -> str:
             notes.append(f"ERROR {case['error'][:120]}")
         cells = [name, *("-" if case[k] is None else f"{case[k]:.2f}" for k in ("median_ms", "ratio"))]
         lines.append("| " + " | ".join([*cells, "; ".join(notes).replace("|", "\\|")]) + " |")
-    return "\n".join(lines + _warnings(result["correctness"]))
-
-
-def _warnings(check: dict[str, Any]) -> list[str]:
-    tol, ref, effect = check.get("tolerance"), check["reference"], check.get("delta_effect")
-    lines = [
-        f"WARNING: {name} disagrees with {ref}: max abs diff {check['max_abs_diff'].get(name)} > tolerance {tol}"
-        for name in check["disagree"]
-    ]
-    lines += [f"WARNING: {name} failed the correctness run: {error[:200]}" for name, error in check["errors"].items()]
+    check = result["correctness"]
+    tol, effect = check.get("tolerance"), check.get("delta_effect")
+    warns = [f"{name} failed the correctness run: {error[:200]}" for name, error in check["errors"].items()]
+    for n in check["disagree"]:
+        warns.append(f"{n} disagrees with {check['reference']}: max abs diff {check['max_abs_diff'].get(n)} > {tol}")
     if effect is not None and tol is not None and effect <= tol:
-        lines.append(f"WARNING: the deltas move the output by only {effect:.1e} (<= tolerance): weak check")
-    return ["", *lines] if lines else []
+        warns.append(f"the deltas move the output by only {effect:.1e} (<= tolerance {tol}): a weak check")
+    return "\n".join(lines + [""] * bool(warns) + [f"WARNING: {w}" for w in warns])
 
 
 def write_json(data: dict[str, Any], path: str | os.PathLike[str]) -> Path:
@@ -526,11 +532,6 @@ def write_json(data: dict[str, Any], path: str | os.PathLike[str]) -> Path:
     return path
 
 
-def _out_path(template: str, model: str) -> Path:
-    """The JSON path for ``model``: ``{model}`` in the template becomes the model name (made file-safe)."""
-    return Path(template.replace("{model}", re.sub(r"[^A-Za-z0-9._-]+", "_", model)))
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """Add the benchmark's options to ``parser`` (so a CLI can mount it as a subcommand)."""
     cpu = ", ".join(f"{m} (batch {b}, {s or 'cfg'} px)" for m, b, s in CPU_DEFAULTS)
@@ -545,7 +546,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     add("--repeats", type=int, help="timed rounds, median reported (default 30 on CUDA, 10 on CPU)")
     add("--warmup", type=int, help="untimed rounds first (default 5 on CUDA, 2 on CPU)")
     add("--compile", action="store_true", help="also time torch.compile cases and count per-sample graph breaks")
-    add("--cases", nargs="+", choices=ALL_CASES, help="subset of cases (their baselines are added)")
+    add("--cases", nargs="+", choices=ALL_CASES, metavar="CASE", help=f"subset of {', '.join(ALL_CASES)} (+ baselines)")
     add("--out", default=DEFAULT_OUT, help=f"JSON path, '{{model}}' is replaced (default {DEFAULT_OUT})")
     return parser
 
@@ -575,7 +576,7 @@ def run(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
     results = {}
     for model, batch, img_size in specs:
         result = run_benchmark(model, batch_size=batch, img_size=img_size, device=device, **common)
-        path = write_json(result, _out_path(args.out, model))
+        path = write_json(result, args.out.replace("{model}", re.sub(r"[^A-Za-z0-9._-]+", "_", model)))
         print(format_table(result), end="\n\n", flush=True)
         print(f"wrote {path} ({result['elapsed_s']:.1f} s)\n", flush=True)
         results[model] = result
@@ -585,8 +586,7 @@ def run(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry point; returns the exit status."""
     args = build_parser().parse_args(argv)
-    if not logging.getLogger().handlers:
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")  # no-op if set up
     try:
         run(args)
     except ValueError as e:

@@ -328,7 +328,7 @@ class Injection:
                 )
             if delta.batched:
                 if not target.per_sample:
-                    raise ValueError(f"target '{name}' cannot take per-sample deltas: {_BATCH_FREE}")
+                    raise ValueError(f"target '{name}': {_BATCH_FREE}; give it a shared delta")
                 if batch is not None and delta.batch_size != batch:
                     raise ValueError(
                         f"per-sample deltas disagree on the batch: '{name}' has {delta.batch_size}, others {batch}"
@@ -372,6 +372,9 @@ class Injection:
 
     def merge(self, deltas: Mapping[str, LowRankDelta]) -> None:
         """Fold shared deltas into the weights in place; :meth:`unmerge` or :meth:`remove` restore them bit for bit.
+
+        While merged, ``apply`` adds its deltas on top of the merged weights (applying the merged deltas again would
+        count them twice).
 
         All folded weights are computed and checked for non-finite values before any weight is written.
         """
@@ -424,15 +427,19 @@ class Injection:
         dtype: torch.dtype | None = None,
         device: torch.device | str | None = None,
     ) -> dict[str, LowRankDelta]:
-        """Deltas of the right shapes for every target: zeros, or random (A ~ N(0, 1/fan_in), B ~ N(0, std))."""
+        """Deltas of the right shapes for every target: zeros, or random (A ~ N(0, 1/fan_in), B ~ N(0, std)).
+
+        With ``batch_size`` the deltas are per sample, except on targets whose input does not carry the batch
+        (``Target.per_sample`` is False), which get one shared delta.
+        """
         if self.rank is None:
             raise ValueError("init_deltas() needs a fixed rank; inject(..., rank=r)")
         if mode not in ("zeros", "random"):
             raise ValueError(f"mode must be 'zeros' or 'random', got {mode!r}")
         gen = torch.Generator().manual_seed(seed) if seed is not None else None
-        lead = () if batch_size is None else (batch_size,)
         out = {}
         for name, t in self.targets.items():
+            lead = () if batch_size is None or not t.per_sample else (batch_size,)  # batch-free layers: shared
             weight = self._modules[name].weight
             kw = {"dtype": dtype or weight.dtype, "device": device or weight.device}
             a_shape, b_shape = (*lead, *t.a_shape(self.rank)), (*lead, *t.b_shape(self.rank))

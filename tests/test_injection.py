@@ -260,8 +260,13 @@ def test_batch_free_layers_refuse_per_sample_deltas():
     name = "blocks.0.attn.rel_pos.mlp.fc1"
     inj = lang2net.inject(model, targets=[name, "blocks.0.attn.qkv"])
     assert not inj.targets[name].per_sample and inj.targets["blocks.0.attn.qkv"].per_sample
-    per_sample = inj.init_deltas("random", batch_size=2)
-    with pytest.raises(ValueError, match=rf"{name}.*per-sample"), inj.apply(per_sample):
+    per_sample = inj.init_deltas("random", batch_size=2)  # a shared delta where the batch is absent
+    assert not per_sample[name].batched and per_sample["blocks.0.attn.qkv"].batched
+    with torch.no_grad(), inj.apply(per_sample):
+        model(_x(model))
+    t = inj.targets[name]
+    bad = {name: LowRankDelta(torch.zeros(2, 8, t.in_features), torch.zeros(2, t.out_features, 8))}
+    with pytest.raises(ValueError, match=rf"{name}.*per-sample"), inj.apply(bad):
         pass
     with torch.no_grad(), inj.apply(inj.init_deltas("random")):  # shared deltas are fine there
         model(_x(model))
@@ -410,3 +415,24 @@ def test_deepcopy_of_an_injected_model_is_a_plain_model(vit):
     assert torch.equal(copied, plain), "deltas applied to the original must not reach the copy"
     assert not torch.equal(adapted, plain)
     assert clone.blocks[0].attn.qkv.forward.__self__ is clone.blocks[0].attn.qkv
+
+
+@pytest.mark.parametrize("name", ["test_vit", "test_efficientnet"])
+def test_torch_compile_traces_every_strategy_without_graph_breaks(name):
+    """Dynamo tracing only (no inductor codegen): the hooks, the ContextVar lookup and the delta math must not break
+    the graph, so a compiled backbone fuses the deltas into its kernels."""
+    model = make_model(name)
+    x = _x(model)
+    inj = lang2net.inject(model)
+    for deltas, strategy in (
+        (inj.init_deltas("random"), "weight"),
+        (inj.init_deltas("random", batch_size=2), "activation"),
+    ):
+        with torch.no_grad(), inj.apply(deltas, strategy=strategy):
+            explained = torch._dynamo.explain(model)(x)
+            expected = model(x)
+        assert explained.graph_break_count == 0, explained.break_reasons
+        compiled = torch.compile(model, backend="eager", fullgraph=True)
+        with torch.no_grad(), inj.apply(deltas, strategy=strategy):
+            assert_close(compiled(x), expected, 1e-6, f"compiled {strategy}")
+    torch._dynamo.reset()
