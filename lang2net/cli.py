@@ -145,6 +145,14 @@ def _add_bench(sub) -> None:
     p.set_defaults(func=_run_bench)
 
 
+def _add_bench_generation(sub) -> None:
+    from . import bench_generation
+
+    p = sub.add_parser("bench-generation", help="time description encoding and descriptions -> TaskAdaptation")
+    bench_generation.add_arguments(p)
+    p.set_defaults(func=lambda args: bench_generation.run(args) and 0)
+
+
 def _run_bench(args) -> int:
     from . import bench
 
@@ -165,7 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress (INFO)")
     sub = parser.add_subparsers(dest="command", metavar="command")
-    for add in (_add_bench, _add_train, _add_eval, _add_reproduce):
+    for add in (_add_bench, _add_bench_generation, _add_train, _add_eval, _add_reproduce):
         add(sub)
     return parser
 

@@ -170,3 +170,19 @@ def test_cuda_bf16() -> None:
     assert result["settings"]["dtype"] == "bf16"
     _assert_all_cases_timed(result)
     assert result["correctness"]["disagree"] == [] and result["correctness"]["errors"] == {}
+
+
+def test_generation_benchmark_reports_medians(capsys):
+    import argparse
+
+    from lang2net import bench_generation
+
+    args = bench_generation.add_arguments(argparse.ArgumentParser()).parse_args(
+        ["--backbone", "test_vit", "--classes", "12", "--repeats", "2", "--device", "cpu"]
+    )
+    results = bench_generation.run(args)
+    assert set(results) == {"encode_ms", "generate_ms", "generate_cached_text_ms"}
+    assert all(v > 0 for v in results.values())
+    assert "| generate, descriptions already encoded |" in capsys.readouterr().out
+    descriptions = bench_generation.synthetic_descriptions(12)
+    assert len(descriptions) == 12 and all(len(v) == 2 for v in descriptions.values())
