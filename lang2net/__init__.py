@@ -1,7 +1,9 @@
 """lang2net: natural-language class descriptions to task-specific networks for any timm backbone."""
 
+from . import cards, export, hub
 from .adapter import LanguageConditionedAdapter, TaskAdaptation, TaskClassifier, mixed_task_logits
 from .backbones import create_backbone, feature_dim, pooled_features
+from .cards import read_metrics
 from .config import AdapterConfig, TargetSpec
 from .generator import DeltaGenerator, SetEncoder, TaskGenerator
 from .heads import HeadGenerator
@@ -30,13 +32,17 @@ __all__ = [
     "TaskGenerator",
     "TextEncoder",
     "__version__",
+    "cards",
     "create_backbone",
     "delta_weight",
+    "export",
     "feature_dim",
     "fold_weight",
+    "hub",
     "inject",
     "mixed_task_logits",
     "normalize_descriptions",
     "pooled_features",
+    "read_metrics",
     "resolve_targets",
 ]

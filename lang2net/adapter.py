@@ -7,13 +7,18 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 import torch
+from huggingface_hub import ModelCard, PyTorchModelHubMixin
 from torch import Tensor, nn
 
+from . import cards, export, hub
 from .backbones import create_backbone, feature_dim, pooled_features
 from .config import AdapterConfig, TargetSpec
 from .generator import TaskGenerator
@@ -149,6 +154,101 @@ class TaskAdaptation:
         model.pretrained_cfg = cfg
         return model
 
+    # Hub and export (the machinery lives in hub.py)
+
+    def save_pretrained(
+        self,
+        save_directory: str | os.PathLike,
+        *,
+        backbone_weights: str | None = None,
+        repo_id: str | None = None,
+        push_to_hub: bool = False,
+        **push_kwargs: Any,
+    ) -> Path | Any:
+        """Write task_config.json, model.safetensors and a model card listing the classes, atomically.
+
+        Args:
+            save_directory: the folder (replaced as a whole if it holds an earlier lang2net artifact).
+            backbone_weights: the weights the backbone was loaded with (``AdapterConfig.backbone_weights``), for the
+                card's base model and usage snippet.
+            repo_id, push_to_hub: also upload the folder to this Hub repo (see :meth:`push_to_hub`).
+        """
+        path = hub.save_task(self, save_directory, repo_id=repo_id, backbone_weights=backbone_weights)
+        if push_to_hub:
+            return self.push_to_hub(repo_id or path.name, backbone_weights=backbone_weights, **push_kwargs)
+        return path
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        pretrained_model_name_or_path: str | os.PathLike,
+        *,
+        revision: str | None = None,
+        cache_dir: str | os.PathLike | None = None,
+        force_download: bool = False,
+        local_files_only: bool = False,
+        token: str | bool | None = None,
+        map_location: str | torch.device = "cpu",
+    ) -> TaskAdaptation:
+        """A task from a folder or a Hub repo id (``revision`` pins a commit; offline it reads the Hub cache).
+
+        Raises:
+            FileNotFoundError: the folder, repo or one of its files is missing.
+            ValueError: the folder is not a lang2net task, its format is newer, or a tensor is missing or misshapen.
+        """
+        return hub.load_task(
+            cls,
+            pretrained_model_name_or_path,
+            revision=revision,
+            map_location=map_location,
+            cache_dir=cache_dir,
+            force_download=force_download,
+            local_files_only=local_files_only,
+            token=token,
+        )
+
+    def push_to_hub(
+        self,
+        repo_id: str,
+        *,
+        backbone_weights: str | None = None,
+        commit_message: str = "Upload lang2net task",
+        **kwargs: Any,
+    ) -> Any:
+        """Upload the folder :meth:`save_pretrained` writes, in one commit (``kwargs``: private, token, branch,
+        create_pr, allow_patterns, ignore_patterns, delete_patterns, as in huggingface_hub)."""
+
+        def write(folder: Path, repo: str) -> None:
+            hub.write_task(self, folder, name=repo, backbone_weights=backbone_weights)
+
+        return hub.push_folder(write, repo_id, commit_message=commit_message, **kwargs)
+
+    def to_peft(
+        self,
+        save_directory: str | os.PathLike,
+        *,
+        model_args: Mapping[str, Any] | None = None,
+        backbone_weights: str | None = None,
+    ) -> Path:
+        """A peft LoRA folder: ``PeftModel.from_pretrained(timm.create_model(backbone, num_classes=C), folder)``
+        (with the backbone's weights) gives this task's logits. ``model_args``: extra timm.create_model arguments."""
+        return export.export_peft(self, save_directory, model_args=model_args, backbone_weights=backbone_weights)
+
+    def to_timm(
+        self,
+        save_directory: str | os.PathLike,
+        backbone: nn.Module,
+        *,
+        model_args: Mapping[str, Any] | None = None,
+        backbone_weights: str | None = None,
+    ) -> Path:
+        """A timm folder of ``merge(backbone)``: ``timm.create_model("local-dir:" + folder, pretrained=True)`` loads
+        it, with ``label_names`` / ``label_descriptions`` in its pretrained_cfg. ``model_args``: the extra
+        timm.create_model arguments ``backbone`` was built with (img_size, ...)."""
+        return export.export_timm(
+            self, save_directory, backbone, model_args=model_args, backbone_weights=backbone_weights
+        )
+
     def to(self, device: torch.device | str) -> TaskAdaptation:
         return TaskAdaptation(
             list(self.class_names),
@@ -245,11 +345,14 @@ def mixed_task_logits(
     return logits.masked_fill(~mask[task_ids], float("-inf")), mask[task_ids]
 
 
-class LanguageConditionedAdapter(nn.Module):
+class LanguageConditionedAdapter(
+    nn.Module, PyTorchModelHubMixin, library_name="lang2net", tags=list(cards.HUB_TAGS), license=cards.LICENSE
+):
     """The generator: class descriptions -> a TaskAdaptation (backbone deltas + head) for one timm backbone.
 
     Only the generator's parameters live in this module (and in its state_dict). The text encoder is frozen and
-    loaded on first use; the backbone is the user's (``create_backbone()`` builds the configured one).
+    loaded on first use; the backbone is the user's (``create_backbone()`` builds the configured one). Saving, loading
+    and pushing go through huggingface_hub's mixin interface, with lang2net's strict loading and atomic saving.
     """
 
     def __init__(self, config: AdapterConfig | None = None, *, text_encoder: TextEncoder | None = None) -> None:
@@ -399,3 +502,97 @@ class LanguageConditionedAdapter(nn.Module):
             return logits.masked_fill(~mask[0], float("-inf"))
         logits = head_logits(features.to(weight.dtype), weight[task_ids], bias[task_ids])
         return logits.masked_fill(~mask[task_ids], float("-inf"))
+
+    # Hub (PyTorchModelHubMixin's interface; the mixin's non-strict loading is replaced, the machinery is in hub.py)
+
+    def save_pretrained(
+        self,
+        save_directory: str | os.PathLike,
+        *,
+        repo_id: str | None = None,
+        push_to_hub: bool = False,
+        metrics: str | os.PathLike | Mapping | Sequence | None = None,
+        datasets: Sequence[str] | None = None,
+        recipe: str | os.PathLike | None = None,
+        **push_kwargs: Any,
+    ) -> Path | Any:
+        """Write config.json, model.safetensors (the generator only) and a model card README.md, atomically.
+
+        Args:
+            save_directory: the folder (replaced as a whole if it holds an earlier lang2net artifact).
+            repo_id: the Hub id the card's usage snippet loads (default: the folder); with ``push_to_hub``, the repo.
+            metrics: evaluation results for the card's model-index: a JSON file or object (see ``cards.read_metrics``).
+            datasets: Hub dataset ids for the card's metadata.
+            recipe: the recipe YAML that built it (default: ``hub_configs/<name>.yaml`` next to ``adapters/<name>``).
+        """
+        path = hub.save_generator(
+            self, save_directory, repo_id=repo_id, metrics=metrics, datasets=datasets, recipe=recipe
+        )
+        if push_to_hub:
+            card = {"metrics": metrics, "datasets": datasets, "recipe": recipe}
+            return self.push_to_hub(repo_id or path.name, **card, **push_kwargs)
+        return path
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        pretrained_model_name_or_path: str | os.PathLike,
+        *,
+        revision: str | None = None,
+        cache_dir: str | os.PathLike | None = None,
+        force_download: bool = False,
+        local_files_only: bool = False,
+        token: str | bool | None = None,
+        map_location: str | torch.device = "cpu",
+        text_encoder: TextEncoder | None = None,
+    ) -> LanguageConditionedAdapter:
+        """A generator from a folder or a Hub repo id (``revision`` or ``"owner/name@revision"`` pins a commit;
+        offline, including ``HF_HUB_OFFLINE=1``, it reads the Hub cache). Builds neither a backbone nor a text encoder.
+
+        Raises:
+            FileNotFoundError: the folder, repo or one of its files is missing.
+            ValueError: not a lang2net generator, an unknown config key, a newer config version, a corrupt
+                safetensors file, or missing / unexpected / misshapen weights.
+        """
+        return hub.load_generator(
+            cls,
+            pretrained_model_name_or_path,
+            revision=revision,
+            map_location=map_location,
+            text_encoder=text_encoder,
+            cache_dir=cache_dir,
+            force_download=force_download,
+            local_files_only=local_files_only,
+            token=token,
+        )
+
+    def push_to_hub(
+        self,
+        repo_id: str,
+        *,
+        commit_message: str = "Upload lang2net generator",
+        metrics: str | os.PathLike | Mapping | Sequence | None = None,
+        datasets: Sequence[str] | None = None,
+        recipe: str | os.PathLike | None = None,
+        **kwargs: Any,
+    ) -> Any:
+        """Upload the folder :meth:`save_pretrained` writes, in one commit (``kwargs``: private, token, branch,
+        create_pr, allow_patterns, ignore_patterns, delete_patterns, as in huggingface_hub)."""
+
+        def write(folder: Path, repo: str) -> None:
+            hub.write_generator(self, folder, name=repo, metrics=metrics, datasets=datasets, recipe=recipe)
+
+        return hub.push_folder(write, repo_id, commit_message=commit_message, **kwargs)
+
+    def generate_model_card(self, name: str | None = None, **card: Any) -> ModelCard:
+        """The model card save_pretrained writes (``card``: metrics, datasets, recipe)."""
+        return hub.generator_card(self, name=name or self.source or "lang2net-generator", **card)[0]
+
+    def _save_pretrained(self, save_directory: Path) -> None:
+        hub.write_generator(self, Path(save_directory), name=str(save_directory))
+
+    @classmethod
+    def _from_pretrained(cls, *, model_id: str, **kwargs: Any) -> LanguageConditionedAdapter:
+        kwargs.pop("config", None)
+        kwargs.pop("strict", None)  # always strict
+        return hub.load_generator(cls, model_id, **kwargs)

