@@ -13,6 +13,9 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet "torch==2.14.1" "torchvision==0.29.1"
 	$(PY) -m pip install --quiet -e ".[assets,train,dev]"
+	@# Fashion-MNIST (real images, offline) comes from Debian; elsewhere pass its folder (see lang2net.data)
+	test -d /usr/share/datasets/fashion-mnist || apt-get install -y -q dataset-fashion-mnist \
+		|| echo "note: could not install dataset-fashion-mnist; Fashion-MNIST runs need its folder"
 	touch $@
 
 venv: $(VENV)/.installed

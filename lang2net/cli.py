@@ -132,9 +132,11 @@ def _run_reproduce(args) -> int:
 def publish(recipe, generator_dir: Path, payload: dict, destination: Path, recipe_path: str) -> None:
     """Save a trained generator as a Hub-ready folder whose card carries the measured results."""
     from .adapter import LanguageConditionedAdapter
+    from .evaluation import card_metrics
 
     adapter = LanguageConditionedAdapter.from_pretrained(str(generator_dir))
-    adapter.save_pretrained(destination, metrics=payload["summary"], recipe=recipe_path, dataset=recipe.data.dataset)
+    metrics = card_metrics(payload["summary"], recipe.data.dataset, len(payload["folds"]))
+    adapter.save_pretrained(destination, metrics=metrics, recipe=recipe_path, datasets=[recipe.data.dataset])
 
 
 def _add_bench(sub) -> None:

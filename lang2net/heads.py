@@ -23,10 +23,11 @@ class HeadGenerator(nn.Module):
     Args:
         d_model: width of the class codes.
         feature_dim: width of the backbone's pooled features (timm ``num_features`` / ``head_hidden_size``).
-        init_scale: initial norm of each generated weight vector (logit temperature).
+        init_scale: initial norm of each generated weight vector (the logit temperature, learned); 1 starts the
+            logits at the scale of the pooled features.
     """
 
-    def __init__(self, d_model: int, feature_dim: int, init_scale: float = 10.0) -> None:
+    def __init__(self, d_model: int, feature_dim: int, init_scale: float = 1.0) -> None:
         super().__init__()
         self.weight_mlp = nn.Sequential(
             nn.LayerNorm(d_model), nn.Linear(d_model, 2 * d_model), nn.GELU(), nn.Linear(2 * d_model, feature_dim)

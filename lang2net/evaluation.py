@@ -1,0 +1,294 @@
+"""Zero-shot and generalised zero-shot evaluation of generators, with the baselines measured in the same run.
+
+Methods compared on the same test images of one fold:
+    chance           uniform guessing (analytic)
+    text_similarity  no training: the backbone's ImageNet probabilities mapped to the classes by text similarity of the
+                     ImageNet label names and definitions timm ships (ConSE: a probability-weighted mix of label
+                     embeddings, then the nearest class description)
+    head_only        a generator trained with no backbone deltas (the baseline N3 improves on)
+    full             deltas + head
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .adapter import LanguageConditionedAdapter
+
+__all__ = [
+    "aggregate_folds",
+    "card_metrics",
+    "class_metrics",
+    "evaluate_fold",
+    "text_similarity_scorer",
+    "write_report",
+]
+
+logger = logging.getLogger(__name__)
+
+Scorer = Callable[[Tensor, Sequence[str]], Tensor]  # (images (b, 3, H, W), class names) -> logits (b, c)
+
+
+# metrics
+
+
+def class_metrics(predictions: Tensor, labels: Tensor, num_classes: int) -> dict:
+    """Per-class top-1 accuracy, its mean over classes that have images, and the confusion matrix (true x predicted)."""
+    confusion = torch.zeros(num_classes, num_classes, dtype=torch.long)
+    confusion.index_put_((labels, predictions), torch.ones_like(labels), accumulate=True)
+    counts = confusion.sum(1)
+    per_class = (confusion.diag().float() / counts.clamp(min=1)).tolist()
+    present = [i for i in range(num_classes) if counts[i] > 0]
+    mean = sum(per_class[i] for i in present) / max(1, len(present))
+    return {"per_class": per_class, "mean_per_class": mean, "confusion": confusion.tolist()}
+
+
+def harmonic_mean(a: float, b: float) -> float:
+    return 0.0 if a + b == 0 else 2 * a * b / (a + b)
+
+
+def _predict(scorer: Scorer, images: Tensor, class_names: Sequence[str], prepare, batch_size: int) -> Tensor:
+    preds = []
+    for start in range(0, len(images), batch_size):
+        with torch.no_grad():
+            preds.append(scorer(prepare(images[start : start + batch_size]), class_names).argmax(-1).cpu())
+    return torch.cat(preds)
+
+
+def _zsl_gzsl(scorer: Scorer, test, seen: Sequence[str], unseen: Sequence[str], prepare, batch_size: int) -> dict:
+    """ZSL: unseen images among unseen classes. GZSL: all images among seen + unseen classes."""
+    index = {c: i for i, c in enumerate(test.class_names)}
+    pos_unseen = torch.tensor([index[c] for c in unseen])
+    keep = torch.isin(test.labels, pos_unseen)
+    relabel = torch.full((len(test.class_names),), -1, dtype=torch.long)
+    relabel[pos_unseen] = torch.arange(len(unseen))
+    zsl = class_metrics(
+        _predict(scorer, test.images[keep], unseen, prepare, batch_size), relabel[test.labels[keep]], len(unseen)
+    )
+    both = list(seen) + list(unseen)
+    pos_both = torch.tensor([index[c] for c in both])
+    keep = torch.isin(test.labels, pos_both)
+    relabel[pos_both] = torch.arange(len(both))
+    gzsl = class_metrics(
+        _predict(scorer, test.images[keep], both, prepare, batch_size), relabel[test.labels[keep]], len(both)
+    )
+    acc_seen = sum(gzsl["per_class"][: len(seen)]) / max(1, len(seen))
+    acc_unseen = sum(gzsl["per_class"][len(seen) :]) / max(1, len(unseen))
+    return {
+        "zsl": zsl["mean_per_class"],
+        "gzsl_seen": acc_seen,
+        "gzsl_unseen": acc_unseen,
+        "gzsl_h": harmonic_mean(acc_seen, acc_unseen),
+        "zsl_per_class": dict(zip(unseen, zsl["per_class"], strict=True)),
+        "zsl_confusion": zsl["confusion"],
+    }
+
+
+def _chance(seen: Sequence[str], unseen: Sequence[str]) -> dict:
+    g = 1 / (len(seen) + len(unseen))
+    return {"zsl": 1 / len(unseen), "gzsl_seen": g, "gzsl_unseen": g, "gzsl_h": g}
+
+
+# scorers
+
+
+def generator_scorer(
+    adapter: LanguageConditionedAdapter, backbone: nn.Module, descriptions: dict[str, list[str]]
+) -> Scorer:
+    """Logits of the classifier the generator writes for the requested classes (generated once per class list)."""
+    cache: dict[tuple[str, ...], nn.Module] = {}
+
+    def score(images: Tensor, class_names: Sequence[str]) -> Tensor:
+        key = tuple(class_names)
+        if key not in cache:
+            cache[key] = adapter.generate({c: descriptions[c] for c in class_names}).bind(backbone)
+        return cache[key](images)
+
+    return score
+
+
+def text_similarity_scorer(backbone: nn.Module, encoder, descriptions: dict[str, list[str]], top_k: int = 10) -> Scorer:
+    """ConSE zero-shot: ImageNet probabilities of the pretrained backbone, mixed over the top-k label embeddings."""
+    from timm.data import ImageNetInfo
+
+    classifier = backbone.get_classifier()
+    if not isinstance(classifier, nn.Linear) or classifier.out_features != 1000:
+        raise ValueError(
+            f"the text-similarity baseline needs the backbone's 1000-class ImageNet classifier, got {classifier}"
+        )
+    labels = encoder.encode(ImageNetInfo().label_descriptions(detailed=True))  # (1000, e), unit norm
+    class_emb = {c: encoder.encode_classes({c: descriptions[c]})[0] for c in descriptions}
+
+    def score(images: Tensor, class_names: Sequence[str]) -> Tensor:
+        probs = backbone(images).float().softmax(-1)  # (b, 1000); the backbone's own head, no deltas
+        top, idx = probs.topk(top_k, dim=-1)
+        mixed = F.normalize(torch.einsum("bk,bke->be", top, labels.to(probs.device)[idx]), dim=-1)  # (b, e)
+        targets = torch.stack([class_emb[c] for c in class_names]).to(probs.device)  # (c, e)
+        return mixed @ targets.T
+
+    return score
+
+
+# one fold
+
+
+def evaluate_fold(
+    recipe,
+    fold: int,
+    generators: dict[str, str | os.PathLike | LanguageConditionedAdapter],
+    *,
+    test=None,
+    baselines: bool = True,
+) -> dict:
+    """All methods of one fold on the same test images.
+
+    Args:
+        recipe: the Recipe (data, image size, eval settings).
+        fold: the class split to evaluate.
+        generators: method name -> a trained generator (folder or object), e.g. {"head_only": ..., "full": ...}.
+        test: the test LabeledImages (loaded from the recipe when None).
+        baselines: also measure chance and text similarity.
+    """
+    import timm.data
+
+    from .data import class_splits, load_dataset, to_backbone_input
+
+    d = recipe.data
+    if test is None:
+        test = load_dataset(
+            d.dataset, "test", root=d.root, descriptions=d.descriptions, limit_per_class=d.test_limit_per_class
+        )
+    split = class_splits(d.dataset)[fold]
+    adapters = {
+        name: g
+        if isinstance(g, LanguageConditionedAdapter)
+        else LanguageConditionedAdapter.from_pretrained(os.fspath(g))
+        for name, g in generators.items()
+    }
+    first = next(iter(adapters.values())) if adapters else LanguageConditionedAdapter(recipe.adapter)
+    backbone = first.create_backbone()
+    device = next(first.parameters()).device
+    backbone.to(device)
+    data_config = timm.data.resolve_data_config({}, model=backbone)
+
+    def prepare(images: Tensor) -> Tensor:
+        return to_backbone_input(images, data_config, d.img_size).to(device)
+
+    batch = recipe.eval.batch_size
+    methods: dict[str, dict] = {}
+    if baselines:
+        methods["chance"] = _chance(split.seen, split.unseen)
+        scorer = text_similarity_scorer(
+            backbone, first.text_encoder, test.descriptions, recipe.eval.text_similarity_top_k
+        )
+        methods["text_similarity"] = _zsl_gzsl(scorer, test, split.seen, split.unseen, prepare, batch)
+    for name, adapter in adapters.items():
+        adapter.to(device).eval()
+        scorer = generator_scorer(adapter, backbone, test.descriptions)
+        methods[name] = _zsl_gzsl(scorer, test, split.seen, split.unseen, prepare, batch)
+    return {
+        "dataset": d.dataset,
+        "fold": fold,
+        "seen": list(split.seen),
+        "unseen": list(split.unseen),
+        "methods": methods,
+    }
+
+
+# across folds and reports
+
+_METRICS = ("zsl", "gzsl_seen", "gzsl_unseen", "gzsl_h")
+
+
+def aggregate_folds(folds: list[dict]) -> dict:
+    """Mean and (population) standard deviation of every method's metrics over folds."""
+    names = list(folds[0]["methods"])
+    out = {}
+    for name in names:
+        out[name] = {}
+        for metric in _METRICS:
+            values = [f["methods"][name][metric] for f in folds if name in f["methods"]]
+            mean = sum(values) / len(values)
+            std = math.sqrt(sum((v - mean) ** 2 for v in values) / len(values))
+            out[name][metric] = {"mean": mean, "std": std, "n": len(values)}
+    return out
+
+
+def card_metrics(summary: dict, dataset: str, folds: int) -> dict:
+    """The fold means of every method in the model-card format (dataset + metrics) of ``lang2net.cards``."""
+    metrics = {
+        f"{method} {metric} (mean of {folds} folds)": values[metric]["mean"]
+        for method, values in summary.items()
+        for metric in _METRICS
+    }
+    return {
+        "task_type": "zero-shot-image-classification",
+        "dataset": {"type": dataset, "name": dataset, "split": "test (unseen classes for zsl)"},
+        "metrics": metrics,
+    }
+
+
+def markdown_table(summary: dict) -> str:
+    rows = ["| method | ZSL unseen (per-class top-1) | GZSL seen | GZSL unseen | GZSL H |", "|---|---|---|---|---|"]
+    for name, metrics in summary.items():
+        cells = [f"{100 * metrics[m]['mean']:.1f} ± {100 * metrics[m]['std']:.1f}" for m in _METRICS]
+        rows.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(rows) + "\n"
+
+
+def write_report(folds: list[dict], out_dir: str | os.PathLike, title: str, plot_method: str = "full") -> dict:
+    """results.json, results.md and PNG plots (per-class ZSL accuracy and confusion matrix of ``plot_method``)."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    summary = aggregate_folds(folds)
+    payload = {"title": title, "summary": summary, "folds": folds}
+    tmp = out / ".results.json.tmp"
+    tmp.write_text(json.dumps(payload, indent=2))
+    os.replace(tmp, out / "results.json")
+    (out / "results.md").write_text(
+        f"# {title}\n\nmean ± std over {len(folds)} fold(s), in %\n\n" + markdown_table(summary)
+    )
+    _plots(folds, out, plot_method)
+    return payload
+
+
+def _plots(folds: list[dict], out: Path, method: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    per_class: dict[str, list[float]] = {}
+    for f in folds:
+        for c, acc in f["methods"].get(method, {}).get("zsl_per_class", {}).items():
+            per_class.setdefault(c, []).append(acc)
+    if not per_class:
+        return
+    fig, ax = plt.subplots(figsize=(max(4, 0.5 * len(per_class)), 3))
+    names = list(per_class)
+    ax.bar(range(len(names)), [100 * sum(v) / len(v) for v in per_class.values()])
+    ax.set_xticks(range(len(names)), names, rotation=60, ha="right", fontsize=7)
+    ax.set_ylabel("ZSL top-1 (%)")
+    ax.set_title(f"{method}: per-class accuracy on unseen classes")
+    fig.tight_layout()
+    fig.savefig(out / f"per_class_{method}.png", dpi=120)
+    plt.close(fig)
+    f0 = next(f for f in folds if method in f["methods"])
+    confusion = torch.tensor(f0["methods"][method]["zsl_confusion"], dtype=torch.float)
+    fig, ax = plt.subplots(figsize=(3.5, 3))
+    ax.imshow(confusion / confusion.sum(1, keepdim=True).clamp(min=1), cmap="Blues", vmin=0, vmax=1)
+    ax.set_xticks(range(len(f0["unseen"])), f0["unseen"], rotation=60, ha="right", fontsize=7)
+    ax.set_yticks(range(len(f0["unseen"])), f0["unseen"], fontsize=7)
+    ax.set_title(f"{method}, fold {f0['fold']}: unseen confusion", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out / f"confusion_{method}_fold{f0['fold']}.png", dpi=120)
+    plt.close(fig)

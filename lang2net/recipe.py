@@ -1,0 +1,181 @@
+"""Recipes: the YAML files in hub_configs/ that say which generator to build, on which data, and how to train it."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+from .config import AdapterConfig
+
+__all__ = ["DataConfig", "EvalConfig", "Recipe", "TrainConfig", "load_recipe"]
+
+MIXED_PRECISION = ("no", "bf16", "fp16")
+
+
+def _from_dict(cls, data: Any, where: str):
+    if data is None:
+        return cls()
+    if not isinstance(data, dict):
+        raise ValueError(f"{where} must be a mapping, got {type(data).__name__}")
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ValueError(f"unknown keys {unknown} in {where}; valid keys: {sorted(known)}")
+    return cls(**data)
+
+
+def _positive(where: str, **values: Any) -> None:
+    for name, value in values.items():
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ValueError(f"{where}.{name} must be a positive int, got {value!r}")
+
+
+@dataclass
+class DataConfig:
+    """Which images and descriptions to train and evaluate on.
+
+    Attributes:
+        dataset: "fashion_mnist", "digits", "shapes" or "imagefolder".
+        root: dataset folder (imagefolder; or where Fashion-MNIST lives when not in the default places).
+        descriptions: descriptions file for imagefolder (the packaged sets ship their own).
+        img_size: side the images are resized to for the backbone (64: EfficientNet-Lite0 trains ~220 img/s on 2 CPUs).
+        limit_per_class: training images kept per class (None: all).
+        test_limit_per_class: test images kept per class (None: all).
+    """
+
+    dataset: str = "fashion_mnist"
+    root: str | None = None
+    descriptions: str | None = None
+    img_size: int = 64
+    limit_per_class: int | None = None
+    test_limit_per_class: int | None = None
+
+    def __post_init__(self) -> None:
+        _positive("data", img_size=self.img_size)
+        for name in ("limit_per_class", "test_limit_per_class"):
+            if getattr(self, name) is not None:
+                _positive("data", **{name: getattr(self, name)})
+
+
+@dataclass
+class TrainConfig:
+    """Episodic meta-training settings.
+
+    Attributes:
+        steps: optimiser steps (one episode per step and process).
+        k_way: classes per episode, drawn from the seen classes.
+        batch_size: images per episode, balanced over its classes.
+        lr, weight_decay: AdamW.
+        warmup_steps: linear warm-up, then cosine decay to zero.
+        grad_clip: max global gradient norm.
+        seed: seeds initialisation, episodes and paraphrase choice.
+        mixed_precision: "no", "bf16" or "fp16" (applied on GPU; the CPU runs fp32).
+        checkpoint_every: steps between checkpoints (the last step always checkpoints).
+        keep_checkpoints: how many recent checkpoints stay on disk.
+        log_every: steps between metric lines.
+    """
+
+    steps: int = 500
+    k_way: int = 5
+    batch_size: int = 64
+    lr: float = 1e-3
+    weight_decay: float = 0.01
+    warmup_steps: int = 50
+    grad_clip: float = 1.0
+    seed: int = 0
+    mixed_precision: str = "bf16"
+    checkpoint_every: int = 100
+    keep_checkpoints: int = 2
+    log_every: int = 10
+
+    def __post_init__(self) -> None:
+        _positive("train", steps=self.steps, k_way=self.k_way, batch_size=self.batch_size)
+        _positive("train", checkpoint_every=self.checkpoint_every, keep_checkpoints=self.keep_checkpoints)
+        _positive("train", log_every=self.log_every)
+        if self.k_way < 2:
+            raise ValueError(f"train.k_way must be at least 2 (a 1-way episode teaches nothing), got {self.k_way}")
+        if self.mixed_precision not in MIXED_PRECISION:
+            raise ValueError(f"train.mixed_precision must be one of {MIXED_PRECISION}, got {self.mixed_precision!r}")
+        if not (self.lr > 0 and self.grad_clip > 0 and self.weight_decay >= 0 and self.warmup_steps >= 0):
+            raise ValueError("train.lr and train.grad_clip must be > 0, weight_decay and warmup_steps >= 0")
+
+
+@dataclass
+class EvalConfig:
+    """Evaluation settings: which folds, batch size, and the ImageNet top-k used by the text-similarity baseline."""
+
+    folds: list[int] | None = None  # None: every fold of the dataset's class split
+    batch_size: int = 256
+    text_similarity_top_k: int = 10
+
+    def __post_init__(self) -> None:
+        _positive("eval", batch_size=self.batch_size, text_similarity_top_k=self.text_similarity_top_k)
+
+
+@dataclass
+class Recipe:
+    """A whole recipe: the generator's AdapterConfig plus data, training and evaluation settings."""
+
+    name: str
+    adapter: AdapterConfig = field(default_factory=AdapterConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not self.name or any(c in self.name for c in "/\\\0") or ".." in self.name:
+            raise ValueError(f"recipe name must be a plain folder name, got {self.name!r}")
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Recipe:
+        if not isinstance(data, dict):
+            raise ValueError(f"a recipe is a mapping, got {type(data).__name__}")
+        known = {"name", "adapter", "data", "train", "eval", "description"}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown recipe keys {unknown}; valid keys: {sorted(known)}")
+        if "name" not in data:
+            raise ValueError("a recipe needs a name")
+        return cls(
+            name=data["name"],
+            adapter=AdapterConfig.from_dict(data.get("adapter") or {}),
+            data=_from_dict(DataConfig, data.get("data"), "data"),
+            train=_from_dict(TrainConfig, data.get("train"), "train"),
+            eval=_from_dict(EvalConfig, data.get("eval"), "eval"),
+            description=data.get("description", ""),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "description": self.description,
+            "adapter": {
+                k: v for k, v in self.adapter.to_dict().items() if k not in ("text_dim", "feature_dim", "target_specs")
+            },
+            "data": dataclasses.asdict(self.data),
+            "train": dataclasses.asdict(self.train),
+            "eval": dataclasses.asdict(self.eval),
+        }
+
+
+def load_recipe(path: str | os.PathLike) -> Recipe:
+    """Read a recipe YAML (or JSON) file; unknown keys and bad values are errors that name them."""
+    import yaml
+
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"recipe not found: {path}")
+    with open(path, encoding="utf-8") as f:
+        try:
+            data = yaml.safe_load(f)
+        except yaml.YAMLError as e:
+            mark = getattr(e, "problem_mark", None)
+            where = f" at line {mark.line + 1}" if mark is not None else ""
+            raise ValueError(f"recipe {path} does not parse{where}: {getattr(e, 'problem', e)}") from None
+    try:
+        return Recipe.from_dict(data)
+    except (ValueError, TypeError) as e:
+        raise ValueError(f"recipe {path}: {e}") from None

@@ -1,0 +1,306 @@
+"""Episodic meta-training of a generator on seen classes, on accelerate (CPU, one GPU, or data-parallel)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from torch import Tensor
+
+from .adapter import LanguageConditionedAdapter
+from .recipe import Recipe
+
+__all__ = ["EpisodeData", "TrainingDiverged", "prepare_episode_data", "train"]
+
+logger = logging.getLogger(__name__)
+
+
+class TrainingDiverged(RuntimeError):
+    """A non-finite loss stopped training; the last good checkpoint is kept."""
+
+
+# helpers
+
+
+def _lr_lambda(warmup: int, total: int):
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = (step - warmup) / max(1, total - warmup)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+    return factor
+
+
+def _atomic_dir(final: Path, write) -> None:
+    """Write a folder through a sibling temp folder and a rename: a failure never leaves a half-written one."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
+    try:
+        write(tmp)
+        if final.exists():
+            old = final.with_name(f".{final.name}.old")
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(final, old)
+            os.replace(tmp, final)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _checkpoints(output_dir: Path) -> list[Path]:
+    root = output_dir / "checkpoints"
+    if not root.is_dir():
+        return []
+    return sorted(
+        (p for p in root.iterdir() if p.name.startswith("step_") and p.is_dir()), key=lambda p: int(p.name[5:])
+    )
+
+
+# data for episodes
+
+
+@dataclass
+class EpisodeData:
+    """Everything an episode needs, prepared once: images, labels, seen classes and every paraphrase's embedding."""
+
+    images: Tensor  # uint8 (N, H, W[, 3])
+    labels: Tensor  # (N,)
+    seen: list[int]  # class indices usable in episodes
+    paraphrases: list[Tensor]  # per class: (P_c, e) embeddings of its descriptions
+    data_config: dict
+    img_size: int
+
+
+def prepare_episode_data(recipe: Recipe, adapter: LanguageConditionedAdapter, backbone, fold: int) -> EpisodeData:
+    """Load the training split, keep the fold's seen classes, and embed every description once (text model frozen)."""
+    import timm.data
+
+    from .data import class_splits, load_dataset, validate_split
+
+    d = recipe.data
+    train = load_dataset(
+        d.dataset,
+        "train",
+        root=d.root,
+        descriptions=d.descriptions,
+        limit_per_class=d.limit_per_class,
+        seed=recipe.train.seed,
+    )
+    splits = class_splits(d.dataset) if d.dataset != "imagefolder" else None
+    if splits is None:
+        raise ValueError(
+            "imagefolder training needs seen/unseen classes: give them in a split file (not supported yet)"
+        )
+    if not 0 <= fold < len(splits):
+        raise ValueError(f"fold {fold} does not exist for {d.dataset}: folds 0..{len(splits) - 1}")
+    split = splits[fold]
+    validate_split(split, train.descriptions)
+    if recipe.train.k_way > len(split.seen):
+        raise ValueError(f"train.k_way={recipe.train.k_way} exceeds the {len(split.seen)} seen classes of fold {fold}")
+    seen = [train.class_names.index(c) for c in split.seen]
+    encoder = adapter.text_encoder
+    paraphrases = [encoder.encode(train.descriptions[c]) for c in train.class_names]
+    data_config = timm.data.resolve_data_config({}, model=backbone)
+    return EpisodeData(train.images, train.labels, seen, paraphrases, data_config, d.img_size)
+
+
+# the loop
+
+
+class _Run:
+    """One training run's state: the pieces accelerate prepares plus the episode and paraphrase generators."""
+
+    def __init__(self, recipe: Recipe, output_dir: Path, fold: int, head_only: bool) -> None:
+        from accelerate import Accelerator
+        from accelerate.utils import DistributedDataParallelKwargs
+
+        from .data import EpisodeSampler
+
+        cfg = recipe.train
+        use_cuda = torch.cuda.is_available()
+        self.accelerator = Accelerator(
+            cpu=not use_cuda,
+            mixed_precision=cfg.mixed_precision if use_cuda else "no",
+            # head-only generators never use the task code that the delta queries read
+            kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=head_only)],
+        )
+        self.recipe, self.output_dir, self.fold = recipe, output_dir, fold
+        torch.manual_seed(cfg.seed)  # identical initial weights on every process
+        adapter_cfg = dataclasses.replace(recipe.adapter, delta_mode="none") if head_only else recipe.adapter
+        self.adapter = LanguageConditionedAdapter(adapter_cfg)
+        self.backbone = self.adapter.create_backbone().to(self.accelerator.device)
+        self.data = prepare_episode_data(recipe, self.adapter, self.backbone, fold)
+        self.adapter.attach(self.backbone)
+        rank = self.accelerator.process_index
+        self.sampler = EpisodeSampler(
+            self.data.labels, self.data.seen, cfg.k_way, cfg.batch_size, seed=cfg.seed + 1000 * rank
+        )
+        self.paraphrase_rng = torch.Generator().manual_seed(cfg.seed + 7 + 1000 * rank)
+        optimizer = torch.optim.AdamW(self.adapter.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        # the scheduler is stepped by hand: accelerate's wrapper would step it once per process
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(cfg.warmup_steps, cfg.steps))
+        self.model, self.optimizer = self.accelerator.prepare(self.adapter, optimizer)
+        self.step = 0
+
+    def episode(self) -> tuple[Tensor, Tensor, Tensor]:
+        from .data import to_backbone_input
+
+        classes, index = self.sampler.sample()
+        choice = [
+            int(torch.randint(len(self.data.paraphrases[c]), (1,), generator=self.paraphrase_rng))
+            for c in classes.tolist()
+        ]
+        embeddings = torch.stack(
+            [self.data.paraphrases[c][i] for c, i in zip(classes.tolist(), choice, strict=True)]
+        )  # (k, e)
+        position = torch.full((int(self.data.labels.max()) + 1,), -1, dtype=torch.long)
+        position[classes] = torch.arange(len(classes))
+        targets = position[self.data.labels[index]]  # (b,) index into the episode's classes
+        images = to_backbone_input(self.data.images[index], self.data.data_config, self.data.img_size)
+        device = self.accelerator.device
+        return images.to(device), embeddings.to(device), targets.to(device)
+
+    def train_step(self) -> tuple[float, float]:
+        images, embeddings, targets = self.episode()
+        with self.accelerator.autocast():
+            logits = self.model(images, embeddings)
+        loss = F.cross_entropy(logits.float(), targets)
+        finite = self.accelerator.reduce(torch.isfinite(loss).float().reshape(1), reduction="sum")
+        if int(finite.item()) != self.accelerator.num_processes:
+            kept = _checkpoints(self.output_dir)
+            raise TrainingDiverged(
+                f"non-finite loss at step {self.step + 1}; training stopped. Last good checkpoint: "
+                f"{kept[-1] if kept else 'none'} (lower train.lr or raise train.warmup_steps)"
+            )
+        self.accelerator.backward(loss)
+        self.accelerator.clip_grad_norm_(self.model.parameters(), self.recipe.train.grad_clip)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.step += 1
+        accuracy = (logits.argmax(-1) == targets).float().mean().item()
+        return loss.item(), accuracy
+
+    # checkpoints
+
+    def save_checkpoint(self) -> None:
+        acc, rank = self.accelerator, self.accelerator.process_index
+        final = self.output_dir / "checkpoints" / f"step_{self.step:07d}"
+        sampler = self.sampler.state_dict()
+        rng = {
+            "sampler": sampler.pop("generator"),
+            "paraphrase": self.paraphrase_rng.get_state(),
+            "torch": torch.get_rng_state(),
+        }
+
+        def write_rank_state(folder: Path) -> None:  # each process draws its own episodes
+            save_file(rng, folder / f"rng_rank{rank}.safetensors")
+            (folder / f"sampler_rank{rank}.json").write_text(json.dumps(sampler))
+
+        if acc.is_main_process:
+
+            def write(tmp: Path) -> None:
+                save_file(acc.unwrap_model(self.model).state_dict(), tmp / "generator.safetensors")
+                torch.save(self.optimizer.state_dict(), tmp / "optimizer.pt")
+                state = {"step": self.step, "fold": self.fold, "scheduler": self.scheduler.state_dict()}
+                (tmp / "trainer_state.json").write_text(json.dumps(state, indent=2))
+                write_rank_state(tmp)
+
+            _atomic_dir(final, write)
+        acc.wait_for_everyone()
+        if not acc.is_main_process:
+            write_rank_state(final)
+        acc.wait_for_everyone()
+        if acc.is_main_process:
+            for old in _checkpoints(self.output_dir)[: -self.recipe.train.keep_checkpoints]:
+                shutil.rmtree(old, ignore_errors=True)
+
+    def load_checkpoint(self, path: Path) -> None:
+        acc = self.accelerator
+        state = json.loads((path / "trainer_state.json").read_text())
+        weights = load_file(path / "generator.safetensors", device=str(acc.device))
+        acc.unwrap_model(self.model).load_state_dict(weights, strict=True)
+        self.optimizer.load_state_dict(torch.load(path / "optimizer.pt", map_location=acc.device, weights_only=True))
+        self.scheduler.load_state_dict(state["scheduler"])
+        rng = load_file(path / f"rng_rank{acc.process_index}.safetensors")
+        sampler = json.loads((path / f"sampler_rank{acc.process_index}.json").read_text())
+        self.sampler.load_state_dict({**sampler, "generator": rng["sampler"]})
+        self.paraphrase_rng.set_state(rng["paraphrase"])
+        torch.set_rng_state(rng["torch"])
+        self.step = int(state["step"])
+
+
+def train(
+    recipe: Recipe,
+    output_dir: str | os.PathLike,
+    *,
+    fold: int = 0,
+    head_only: bool = False,
+    resume: bool = True,
+    progress: bool = True,
+    stop_after: int | None = None,
+) -> Path:
+    """Meta-train a generator on the seen classes of one fold and save it as a Hub-ready folder.
+
+    Args:
+        recipe: what to train (see ``hub_configs/``).
+        output_dir: run folder: ``checkpoints/``, ``metrics.jsonl`` and the final ``generator/``.
+        fold: which class split of the dataset.
+        head_only: train the head-only baseline (no backbone deltas).
+        resume: continue from the newest checkpoint in ``output_dir`` if there is one.
+        progress: show a progress bar with loss and episode accuracy (main process only).
+        stop_after: stop (with a checkpoint) after this many steps in this call, e.g. to test resuming.
+
+    Returns:
+        The folder of the trained generator (``output_dir/generator``).
+    """
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    run = _Run(recipe, output_dir, fold, head_only)
+    acc, cfg = run.accelerator, recipe.train
+    existing = _checkpoints(output_dir) if resume else []
+    if existing:
+        run.load_checkpoint(existing[-1])
+        logger.info("resumed from %s", existing[-1])
+    end = cfg.steps if stop_after is None else min(cfg.steps, run.step + stop_after)
+    bar = None
+    if progress and acc.is_main_process:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=cfg.steps, initial=run.step, desc=f"train {recipe.name} fold {fold}", dynamic_ncols=True)
+    log_path = output_dir / "metrics.jsonl"
+    started = time.perf_counter()
+    while run.step < end:
+        loss, accuracy = run.train_step()
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss:.3f}", acc=f"{accuracy:.2f}")
+        if acc.is_main_process and (run.step % cfg.log_every == 0 or run.step == end):
+            line = {"step": run.step, "loss": loss, "episode_acc": accuracy, "lr": run.scheduler.get_last_lr()[0]}
+            line["seconds"] = round(time.perf_counter() - started, 3)
+            with open(log_path, "a", encoding="utf-8") as f:
+                f.write(json.dumps(line) + "\n")
+        if run.step % cfg.checkpoint_every == 0 or run.step == end:
+            run.save_checkpoint()
+    if bar is not None:
+        bar.close()
+    final = output_dir / "generator"
+    if run.step >= cfg.steps and acc.is_main_process:
+        acc.unwrap_model(run.model).save_pretrained(final)  # atomic: written aside, then renamed
+    acc.wait_for_everyone()
+    return final
