@@ -43,8 +43,8 @@ def _run_train(args) -> int:
     recipe = load_recipe(args.config)
     if args.steps is not None:
         recipe.train.steps = args.steps
-    final = train(recipe, args.output, fold=args.fold, head_only=args.head_only, resume=not args.no_resume)
-    print(f"generator saved to {final}")
+    result = train(recipe, args.output, fold=args.fold, head_only=args.head_only, resume=not args.no_resume)
+    print(f"generator saved to {result.generator_dir}")
     return 0
 
 

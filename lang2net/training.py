@@ -21,9 +21,18 @@ from torch import Tensor
 from .adapter import LanguageConditionedAdapter
 from .recipe import Recipe
 
-__all__ = ["EpisodeData", "TrainingDiverged", "prepare_episode_data", "train"]
+__all__ = ["EpisodeData", "TrainResult", "TrainingDiverged", "prepare_episode_data", "train"]
 
 logger = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainResult:
+    """What a training call leaves: the saved generator folder (once all steps ran) and the trained generator."""
+
+    generator_dir: Path | None
+    adapter: LanguageConditionedAdapter
+    steps: int
 
 
 class TrainingDiverged(RuntimeError):
@@ -254,7 +263,7 @@ def train(
     resume: bool = True,
     progress: bool = True,
     stop_after: int | None = None,
-) -> Path:
+) -> TrainResult:
     """Meta-train a generator on the seen classes of one fold and save it as a Hub-ready folder.
 
     Args:
@@ -267,7 +276,8 @@ def train(
         stop_after: stop (with a checkpoint) after this many steps in this call, e.g. to test resuming.
 
     Returns:
-        The folder of the trained generator (``output_dir/generator``).
+        The generator folder (``output_dir/generator``, None when stopped early) and the trained generator itself
+        (on every process).
     """
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -299,8 +309,9 @@ def train(
             run.save_checkpoint()
     if bar is not None:
         bar.close()
+    done = run.step >= cfg.steps
     final = output_dir / "generator"
-    if run.step >= cfg.steps and acc.is_main_process:
+    if done and acc.is_main_process:
         acc.unwrap_model(run.model).save_pretrained(final)  # atomic: written aside, then renamed
     acc.wait_for_everyone()
-    return final
+    return TrainResult(final if done else None, acc.unwrap_model(run.model), run.step)

@@ -1,0 +1,178 @@
+"""Meta-training and evaluation end to end on real data (digits) with a tiny backbone: train, save, reload, evaluate,
+resume exactly, stop on non-finite loss, run data-parallel on 2 CPU processes, refuse bad input before training."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from safetensors.torch import load_file
+
+import lang2net
+from lang2net.evaluation import evaluate_fold, write_report
+from lang2net.recipe import Recipe, load_recipe
+from lang2net.training import TrainingDiverged, train
+
+TINY = {
+    "name": "tiny-digits",
+    "adapter": {
+        "backbone": "test_vit",
+        "backbone_weights": "random",
+        "backbone_kwargs": {"img_size": 32},
+        "d_model": 32,
+        "n_heads": 2,
+        "n_layers": 1,
+    },
+    "data": {"dataset": "digits", "img_size": 32, "limit_per_class": 40, "test_limit_per_class": 20},
+    "train": {"steps": 6, "k_way": 4, "batch_size": 16, "warmup_steps": 2, "checkpoint_every": 3, "log_every": 1},
+    "eval": {"batch_size": 128},
+}
+
+
+def _recipe(tmp_path: Path, adapter: dict | None = None, **train) -> Path:
+    data = json.loads(json.dumps(TINY))
+    data["train"].update(train)
+    data["adapter"].update(adapter or {})
+    path = tmp_path / "recipe.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def _weights(folder: Path) -> dict[str, torch.Tensor]:
+    return load_file(folder / "model.safetensors")
+
+
+def test_train_save_reload_and_evaluate_above_chance(tmp_path):
+    """The real packaged EfficientNet-Lite0 (ImageNet weights) at 32 px: fast, and its features carry the digits."""
+    real_backbone = {
+        "backbone": "tf_efficientnet_lite0",
+        "backbone_weights": "packaged:efficientnet_lite0",
+        "backbone_kwargs": {},
+    }
+    recipe = load_recipe(_recipe(tmp_path, real_backbone, steps=40, lr=1e-3))
+    full = train(recipe, tmp_path / "full", progress=False)
+    head = train(recipe, tmp_path / "head", head_only=True, progress=False)
+    assert full.steps == 40 and (full.generator_dir / "config.json").is_file()
+    reloaded = lang2net.LanguageConditionedAdapter.from_pretrained(str(full.generator_dir))
+    assert all(torch.equal(v, full.adapter.state_dict()[k]) for k, v in reloaded.state_dict().items())
+    assert (
+        reloaded.config.delta_mode == "core"
+        and lang2net.LanguageConditionedAdapter.from_pretrained(str(head.generator_dir)).config.delta_mode == "none"
+    )
+    lines = [json.loads(x) for x in (tmp_path / "full" / "metrics.jsonl").read_text().splitlines()]
+    assert [x["step"] for x in lines] == list(range(1, 41)) and all(x["loss"] > 0 for x in lines)
+    result = evaluate_fold(recipe, 0, {"head_only": head.generator_dir, "full": full.generator_dir})
+    methods = result["methods"]
+    assert set(methods) == {"chance", "text_similarity", "head_only", "full"}
+    assert methods["chance"]["zsl"] == 0.5 and methods["chance"]["gzsl_seen"] == 0.1
+    for name in ("head_only", "full"):  # seen classes were trained on: well above the 1-in-10 chance
+        assert methods[name]["gzsl_seen"] > 0.25, (name, methods[name])
+        assert 0.0 <= methods[name]["zsl"] <= 1.0 and 0.0 <= methods[name]["gzsl_h"] <= 1.0
+    payload = write_report([result], tmp_path / "report", "tiny")
+    assert payload["summary"]["full"]["zsl"]["mean"] == methods["full"]["zsl"]
+    assert (tmp_path / "report" / "results.md").read_text().count("|") > 20
+    assert (tmp_path / "report" / "per_class_full.png").stat().st_size > 1000
+
+
+def test_resume_gives_the_same_generator_as_an_uninterrupted_run(tmp_path):
+    recipe = load_recipe(_recipe(tmp_path, steps=6))
+    straight = train(recipe, tmp_path / "straight", progress=False)
+    first = train(recipe, tmp_path / "resumed", progress=False, stop_after=3)
+    assert first.generator_dir is None and first.steps == 3
+    second = train(recipe, tmp_path / "resumed", progress=False)
+    assert second.steps == 6
+    a, b = _weights(straight.generator_dir), _weights(second.generator_dir)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), "resume must be exact"
+    kept = sorted(p.name for p in (tmp_path / "resumed" / "checkpoints").iterdir())
+    assert kept == ["step_0000003", "step_0000006"]
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
+    recipe = load_recipe(_recipe(tmp_path, steps=8))
+    import lang2net.training as training
+
+    real, calls = training.F.cross_entropy, {"n": 0}
+
+    def poisoned(logits, targets):
+        calls["n"] += 1
+        loss = real(logits, targets)
+        return loss * float("nan") if calls["n"] == 5 else loss
+
+    monkeypatch.setattr(training.F, "cross_entropy", poisoned)
+    with pytest.raises(TrainingDiverged, match=r"non-finite loss at step 5.*step_0000003"):
+        train(recipe, tmp_path / "run", progress=False)
+    assert [p.name for p in (tmp_path / "run" / "checkpoints").iterdir()] == ["step_0000003"]
+    assert not (tmp_path / "run" / "generator").exists()
+
+
+def test_two_cpu_processes_hold_identical_generators(tmp_path):
+    """Data-parallel on 2 processes (gloo), launched like a user would: torchrun on the training entry point."""
+    worker = tmp_path / "worker.py"
+    worker.write_text(
+        "import sys\n"
+        "import torch.distributed as dist\n"
+        "from safetensors.torch import save_file\n"
+        "from lang2net.recipe import load_recipe\n"
+        "from lang2net.training import train\n"
+        "res = train(load_recipe(sys.argv[1]), sys.argv[2], progress=False)\n"
+        "rank = dist.get_rank()\n"
+        "state = {k: v.contiguous() for k, v in res.adapter.state_dict().items()}\n"
+        "save_file(state, f'{sys.argv[2]}/final_rank{rank}.safetensors')\n"
+        "print('world', dist.get_world_size())\n"
+    )
+    out = tmp_path / "ddp"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        str(worker),
+        str(_recipe(tmp_path)),
+        str(out),
+    ]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.count("world 2") == 2
+    ranks = [load_file(out / f"final_rank{r}.safetensors") for r in (0, 1)]
+    assert all(torch.equal(ranks[0][k], ranks[1][k]) for k in ranks[0])
+    init = lang2net.LanguageConditionedAdapter(Recipe.from_dict(TINY).adapter)
+    assert any(not torch.equal(v, ranks[0][k]) for k, v in init.state_dict().items()), "weights must have trained"
+
+
+def test_bad_input_fails_before_training_starts(tmp_path):
+    bad = json.loads(json.dumps(TINY))
+    bad["train"]["epochs"] = 3
+    (tmp_path / "bad.yaml").write_text(yaml.safe_dump(bad))
+    with pytest.raises(ValueError, match=r"unknown keys \['epochs'\] in train"):
+        load_recipe(tmp_path / "bad.yaml")
+    (tmp_path / "broken.yaml").write_text("name: x\ntrain: [1, 2\n")
+    with pytest.raises(ValueError, match="does not parse at line"):
+        load_recipe(tmp_path / "broken.yaml")
+    recipe = load_recipe(_recipe(tmp_path))
+    with pytest.raises(ValueError, match="fold 9 does not exist"):
+        train(recipe, tmp_path / "run_fold", fold=9, progress=False)
+    recipe.train.k_way = 9
+    with pytest.raises(ValueError, match="k_way=9 exceeds the 8 seen classes"):
+        train(recipe, tmp_path / "run_k", progress=False)
+    assert not (tmp_path / "run_fold" / "checkpoints").exists() and not (tmp_path / "run_k" / "checkpoints").exists()
+    with pytest.raises(ValueError, match="k_way must be at least 2"):
+        Recipe.from_dict({**TINY, "train": {**TINY["train"], "k_way": 1}})
+    with pytest.raises(FileNotFoundError, match="recipe not found"):
+        load_recipe(tmp_path / "missing.yaml")
+
+
+def test_published_recipes_parse():
+    folder = Path(__file__).resolve().parents[1] / "hub_configs"
+    recipes = sorted(folder.glob("*.yaml"))
+    assert len(recipes) >= 3
+    for path in recipes:
+        recipe = load_recipe(path)
+        assert recipe.name == path.stem and recipe.adapter.backbone_weights.startswith("packaged:")
