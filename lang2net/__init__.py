@@ -1,6 +1,6 @@
 """lang2net: natural-language class descriptions to task-specific networks for any timm backbone."""
 
-from . import cards, export, hub
+from . import cards, explain, export, hub
 from .adapter import LanguageConditionedAdapter, TaskAdaptation, TaskClassifier, mixed_task_logits
 from .backbones import create_backbone, feature_dim, pooled_features
 from .cards import read_metrics
@@ -35,6 +35,7 @@ __all__ = [
     "cards",
     "create_backbone",
     "delta_weight",
+    "explain",
     "export",
     "feature_dim",
     "fold_weight",

@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+import torch
+
 __all__ = ["main"]
 
 EPILOG = """examples:
+  lang2net demo
+  lang2net generate --adapter adapters/fashion-mnist-effnet-lite0 --descriptions classes.yaml --output my-task
+  lang2net predict --task my-task shoe.jpg bag.png
   lang2net bench --model vit_tiny_patch16_224 --batch-size 8
   lang2net train --config hub_configs/fashion-mnist-effnet-lite0.yaml --fold 0 --output runs/fm/fold0/full
   lang2net eval --config hub_configs/fashion-mnist-effnet-lite0.yaml --runs runs/fashion-mnist-effnet-lite0
@@ -19,6 +25,239 @@ EPILOG = """examples:
 
 
 # subcommands
+
+
+def _add_demo(sub) -> None:
+    p = sub.add_parser(
+        "demo",
+        help="a published generator writes classifiers for unseen classes from words; accuracy vs baselines + PNG",
+        epilog='example: lang2net demo --describe "sandal: an open summer shoe" --describe "bag: a handbag with a handle"',
+    )
+    p.add_argument("--adapter", default="adapters/fashion-mnist-effnet-lite0", help="generator folder or Hub id")
+    p.add_argument("--describe", action="append", metavar="'NAME: TEXT'", help="your own class (repeatable)")
+    p.add_argument("--output", default="demo-output", help="folder for predictions.png (default demo-output)")
+    p.add_argument("--limit-per-class", type=int, default=100, help="test images per class (default 100)")
+    p.add_argument("--fold", type=int, default=0, help="which held-out class pair to show (default 0)")
+    p.set_defaults(func=_run_demo)
+
+
+def _run_demo(args) -> int:
+    from .demo import format_result, parse_describe, run_demo
+
+    describe = parse_describe(args.describe) if args.describe else None
+    result = run_demo(
+        args.adapter, describe=describe, output=args.output, limit_per_class=args.limit_per_class, fold=args.fold
+    )
+    if result.source == "photos":
+        print("Fashion-MNIST is not installed (apt-get install dataset-fashion-mnist); showing scikit-image photos.")
+    print(format_result(result))
+    return 0
+
+
+def _read_descriptions(path: str) -> dict[str, list[str]]:
+    from .data import load_descriptions
+
+    return load_descriptions(path)
+
+
+def _add_generate(sub) -> None:
+    p = sub.add_parser(
+        "generate",
+        help="descriptions file -> task folder (or peft / timm export)",
+        epilog="example: lang2net generate --adapter adapters/fashion-mnist-effnet-lite0 "
+        "--descriptions my_classes.yaml --output my-task --format timm",
+    )
+    p.add_argument("--adapter", required=True, help="generator folder or Hub id")
+    p.add_argument("--descriptions", required=True, help="YAML/JSON: class -> description or list of paraphrases")
+    p.add_argument("--output", required=True, help="folder to write")
+    p.add_argument("--format", choices=("task", "peft", "timm"), default="task", help="what to write (default task)")
+    p.set_defaults(func=_run_generate)
+
+
+def _run_generate(args) -> int:
+    from .adapter import LanguageConditionedAdapter
+
+    adapter = LanguageConditionedAdapter.from_pretrained(args.adapter)
+    task = adapter.generate(_read_descriptions(args.descriptions))
+    weights = adapter.config.backbone_weights
+    if args.format == "task":
+        task.save_pretrained(args.output, backbone_weights=weights)
+    elif args.format == "peft":
+        task.to_peft(args.output, backbone_weights=weights)
+    else:
+        task.to_timm(args.output, adapter.create_backbone(), backbone_weights=weights)
+    print(f"wrote {args.format} folder {args.output} ({task.num_classes} classes)")
+    return 0
+
+
+def _add_export(sub) -> None:
+    p = sub.add_parser(
+        "export",
+        help="task folder -> peft LoRA folder or plain timm folder",
+        epilog="example: lang2net export --task my-task --format peft --output my-task-peft",
+    )
+    p.add_argument("--task", required=True, help="task folder (from `lang2net generate`) or Hub id")
+    p.add_argument("--format", choices=("peft", "timm"), required=True)
+    p.add_argument("--output", required=True)
+    p.add_argument("--backbone-weights", help="backbone weight source for timm export (default: the task's own)")
+    p.set_defaults(func=_run_export)
+
+
+def _task_backbone(task, weights: str | None):
+    from .backbones import create_backbone
+
+    source = weights or task.backbone_weights or "timm"
+    return create_backbone(task.backbone, source), source
+
+
+def _run_export(args) -> int:
+    from .adapter import TaskAdaptation
+
+    task = TaskAdaptation.from_pretrained(args.task)
+    if args.format == "peft":
+        task.to_peft(args.output, backbone_weights=args.backbone_weights or task.backbone_weights)
+    else:
+        backbone, source = _task_backbone(task, args.backbone_weights)
+        task.to_timm(args.output, backbone, backbone_weights=source)
+    print(f"wrote {args.format} folder {args.output}")
+    return 0
+
+
+def _add_predict(sub) -> None:
+    p = sub.add_parser(
+        "predict",
+        help="images + task folder -> labels and probabilities",
+        epilog="example: lang2net predict --task my-task photos/*.jpg --top-k 3 --json",
+    )
+    p.add_argument("--task", required=True, help="task folder or Hub id")
+    p.add_argument("images", nargs="+", help="image files (PNG, JPEG, ...)")
+    p.add_argument("--top-k", type=int, default=1)
+    p.add_argument("--json", action="store_true", help="JSON lines instead of a table")
+    p.add_argument(
+        "--skip-bad", action="store_true", help="skip unreadable images (named on stderr) instead of failing"
+    )
+    p.add_argument("--backbone-weights", help="backbone weight source (default: the task's own)")
+    p.add_argument("--img-size", type=int, help="input side (default: the backbone's)")
+    p.set_defaults(func=_run_predict)
+
+
+def _read_images(paths: Sequence[str], skip_bad: bool) -> tuple[list[str], torch.Tensor]:
+    import numpy as np
+    from PIL import Image, UnidentifiedImageError
+
+    kept, arrays = [], []
+    for path in paths:
+        try:
+            with Image.open(path) as img:
+                arrays.append(np.asarray(img.convert("RGB").resize((224, 224))))
+            kept.append(path)
+        except (OSError, UnidentifiedImageError) as e:
+            if not skip_bad:
+                raise ValueError(f"cannot read image {path}: {e} (use --skip-bad to skip it)") from None
+            print(f"skipped {path}: {e}", file=sys.stderr)
+    if not kept:
+        raise ValueError("no readable images")
+    return kept, torch.from_numpy(np.stack(arrays))
+
+
+def _run_predict(args) -> int:
+    import timm.data
+
+    from .adapter import TaskAdaptation
+    from .data import to_backbone_input
+
+    task = TaskAdaptation.from_pretrained(args.task)
+    paths, images = _read_images(args.images, args.skip_bad)
+    backbone, _ = _task_backbone(task, args.backbone_weights)
+    model = task.bind(backbone)
+    x = to_backbone_input(images, timm.data.resolve_data_config({}, model=backbone), args.img_size)
+    with torch.no_grad():
+        probs = model(x).softmax(-1)
+    top = probs.topk(min(args.top_k, task.num_classes), dim=-1)
+    for path, values, index in zip(paths, top.values.tolist(), top.indices.tolist(), strict=True):
+        labels = [task.class_names[i] for i in index]
+        if args.json:
+            print(json.dumps({"image": path, "labels": labels, "probabilities": [round(v, 4) for v in values]}))
+        else:
+            print(f"{path}\t" + "  ".join(f"{label} {v:.3f}" for label, v in zip(labels, values, strict=True)))
+    return 0
+
+
+def _add_explain(sub) -> None:
+    p = sub.add_parser(
+        "explain",
+        help="which words of a description drove the generated classifier (saliency + occlusion)",
+        epilog="example: lang2net explain --adapter adapters/fashion-mnist-effnet-lite0 --descriptions classes.yaml "
+        "--class sandal --html sandal.html",
+    )
+    p.add_argument("--adapter", required=True, help="generator folder or Hub id")
+    p.add_argument("--descriptions", required=True, help="YAML/JSON: class -> description(s)")
+    p.add_argument("--class", dest="target", required=True, help="the class to explain")
+    p.add_argument("--index", type=int, default=0, help="which of the class's descriptions (default 0)")
+    p.add_argument("--method", choices=("gradient", "occlusion", "both"), default="both")
+    p.add_argument("--steps", type=int, default=16, help="integrated-gradient steps (1: plain gradient x input)")
+    p.add_argument("--images", nargs="*", help="images of the class: explain its logit on them (else the head)")
+    p.add_argument("--html", help="write an HTML figure here")
+    p.add_argument("--png", help="write a PNG figure here")
+    p.add_argument("--no-color", action="store_true", help="plain text instead of ANSI highlighting")
+    p.set_defaults(func=_run_explain)
+
+
+def _run_explain(args) -> int:
+    import timm.data
+
+    from .adapter import LanguageConditionedAdapter
+    from .data import to_backbone_input
+    from .explain import explain
+
+    adapter = LanguageConditionedAdapter.from_pretrained(args.adapter)
+    images = backbone = None
+    if args.images:
+        backbone = adapter.create_backbone()
+        _, arrays = _read_images(args.images, skip_bad=False)
+        images = to_backbone_input(arrays, timm.data.resolve_data_config({}, model=backbone))
+    result = explain(
+        adapter,
+        _read_descriptions(args.descriptions),
+        args.target,
+        images=images,
+        backbone=backbone,
+        description_index=args.index,
+        method=args.method,
+        steps=args.steps,
+    )
+    print(result.to_terminal(color=not args.no_color and sys.stdout.isatty()))
+    if args.html:
+        print(f"wrote {result.to_html(args.html)}")
+    if args.png:
+        print(f"wrote {result.to_png(args.png)}")
+    return 0
+
+
+def _add_push(sub) -> None:
+    p = sub.add_parser(
+        "push",
+        help="upload a generator or task folder to the Hub",
+        epilog="example: lang2net push adapters/fashion-mnist-effnet-lite0 --repo-id me/fm-generator",
+    )
+    p.add_argument("folder", help="a lang2net generator or task folder")
+    p.add_argument("--repo-id", required=True)
+    p.add_argument("--private", action="store_true")
+    p.set_defaults(func=_run_push)
+
+
+def _run_push(args) -> int:
+    from .adapter import LanguageConditionedAdapter, TaskAdaptation
+
+    kind = (
+        json.loads((Path(args.folder) / "config.json").read_text()).get("kind")
+        if (Path(args.folder) / "config.json").is_file()
+        else "task"
+    )
+    loaded = (LanguageConditionedAdapter if kind == "generator" else TaskAdaptation).from_pretrained(args.folder)
+    url = loaded.push_to_hub(args.repo_id, private=args.private)
+    print(f"pushed {args.folder} to {args.repo_id}: {url}")
+    return 0
 
 
 def _add_train(sub) -> None:
@@ -175,7 +414,19 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress (INFO)")
     sub = parser.add_subparsers(dest="command", metavar="command")
-    for add in (_add_bench, _add_bench_generation, _add_train, _add_eval, _add_reproduce):
+    for add in (
+        _add_demo,
+        _add_generate,
+        _add_predict,
+        _add_export,
+        _add_explain,
+        _add_push,
+        _add_train,
+        _add_eval,
+        _add_reproduce,
+        _add_bench,
+        _add_bench_generation,
+    ):
         add(sub)
     return parser
 

@@ -13,6 +13,7 @@ import math
 from collections.abc import Sequence
 
 import torch
+import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
@@ -73,17 +74,25 @@ class DeltaGenerator(nn.Module):
     emits that target's low-rank delta.
 
     Modes:
-        "core": learned per-target bases U (o, r) and V (r, i); the task gives an r x r core C, so
-            ``B @ A = U @ (C @ V)``. Few parameters; the task steers a learned subspace of each layer.
+        "core": learned per-target bases U (o, r) and V (r, i), used with unit columns / rows; the task gives an
+            r x r core C = core_bound * tanh(.), so ``B @ A = U @ (C @ V)`` with ``||B @ A||_2 <= r * core_bound``.
+            Few parameters; the task steers a bounded move inside a learned subspace of each layer.
         "factors": a linear head per shape group emits A and B directly from the query (Text-to-LoRA style).
     Either way the part that depends on the task starts at zero, so an untrained generator emits zero deltas.
     """
 
-    def __init__(self, specs: Sequence[TargetSpec], d_model: int, n_heads: int, rank: int, mode: str) -> None:
+    def __init__(
+        self, specs: Sequence[TargetSpec], d_model: int, n_heads: int, rank: int, mode: str, core_bound: float = 0.1
+    ) -> None:
         super().__init__()
         if mode not in ("core", "factors"):
             raise ValueError(f"DeltaGenerator mode must be 'core' or 'factors', got {mode!r}")
-        self.specs, self.rank, self.mode = list(specs), rank, mode
+        if not specs:
+            raise ValueError(
+                f"delta_mode={mode!r} needs at least one target, but target_specs is empty; "
+                "use delta_mode='none' for a head-only generator"
+            )
+        self.specs, self.rank, self.mode, self.core_bound = list(specs), rank, mode, core_bound
         roles = sorted({s.role for s in self.specs})
         groups = sorted({s.shape_group for s in self.specs}, key=str)
         self.register_buffer("role_index", torch.tensor([roles.index(s.role) for s in self.specs]), persistent=False)
@@ -137,11 +146,15 @@ class DeltaGenerator(nn.Module):
         h = h + q
         h = h + self.mlp(h)  # (t, q, d)
         if self.mode == "core":
-            cores = rearrange(self.core(h), "t q (r s) -> t q r s", r=self.rank)  # (t, q, r, r)
+            # bounded cores and unit-norm bases keep ||B @ A||_2 <= rank * core_bound, whatever the task: unbounded deltas
+            # can push a BN/ReLU6 backbone into saturation, from which meta-training does not recover
+            cores = torch.tanh(rearrange(self.core(h), "t q (r s) -> t q r s", r=self.rank)) * self.core_bound
             return {
                 s.name: LowRankDelta(
-                    (cores[:, j] @ self.V[j]).view(t, self.rank, *_a_tail(s)),  # (t, r, in[, kh, kw])
-                    self.U[j].expand(t, -1, -1),  # (t, o, r)
+                    (cores[:, j] @ F.normalize(self.V[j], dim=1)).view(
+                        t, self.rank, *_a_tail(s)
+                    ),  # (t, r, in[, kh, kw])
+                    F.normalize(self.U[j], dim=0).expand(t, -1, -1),  # (t, o, r), unit columns
                 )
                 for j, s in enumerate(self.specs)
             }

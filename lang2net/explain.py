@@ -1,0 +1,497 @@
+"""Keyword attribution (N3's keyword identification): which words of a class description drove the generated weights.
+
+Axis legend: n tokens of one description, h text-model width, c classes, e text-embedding width, f pooled-feature
+width, b images, w words.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+import os
+import tempfile
+import warnings
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .adapter import LanguageConditionedAdapter, attach
+from .backbones import feature_dim, pooled_features
+from .heads import head_logits
+from .text import TextEncoder, normalize_descriptions
+
+__all__ = ["METHODS", "Explanation", "explain"]
+
+METHODS = ("gradient", "occlusion", "both")
+# Without images the head row is read along one fixed random direction of feature space: its norm cannot serve, since
+# HeadGenerator normalises every row to the same learned length.
+_PROJECTION_SEED = 0
+_SHOWN_ORDER = ("gradient", "occlusion")
+
+
+# helpers
+
+
+@contextmanager
+def _eval_mode(*modules: nn.Module | None) -> Iterator[None]:
+    """Run with every module in eval mode (dropout off: the objective must be a function), restoring modes after."""
+    modes = [(m, m.training) for m in modules if m is not None]
+    for m, _ in modes:
+        m.eval()
+    try:
+        yield
+    finally:
+        for m, mode in modes:
+            m.train(mode)
+
+
+def _write_atomic(path: str | os.PathLike, write: Callable[[Path], None]) -> Path:
+    """Call ``write(tmp)`` on a temporary file next to ``path``, then rename it over ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def _average_ranks(x: Tensor) -> Tensor:
+    """Ranks 0..n-1 of a 1-D tensor, tied values sharing their mean rank (as Spearman's correlation needs)."""
+    ranks = torch.empty_like(x, dtype=torch.float64)
+    ranks[x.argsort()] = torch.arange(len(x), dtype=torch.float64)
+    for value in x.unique():
+        tied = x == value
+        ranks[tied] = ranks[tied].mean()
+    return ranks
+
+
+def spearman(a: Sequence[float], b: Sequence[float]) -> float | None:
+    """Spearman rank correlation of two score lists; None when undefined (under two words, or a constant list)."""
+    if len(a) != len(b):
+        raise ValueError(f"score lists differ in length: {len(a)} and {len(b)}")
+    if len(a) < 2:
+        return None
+    ra = _average_ranks(torch.tensor(a, dtype=torch.float64))
+    rb = _average_ranks(torch.tensor(b, dtype=torch.float64))
+    ra, rb = ra - ra.mean(), rb - rb.mean()
+    denom = float(ra.norm() * rb.norm())
+    return None if denom == 0.0 else float((ra * rb).sum()) / denom
+
+
+def _without(text: str, start: int, end: int) -> str:
+    """``text`` with the characters [start, end) removed and the whitespace at the cut closed up."""
+    left, right = text[:start].rstrip(), text[end:].lstrip()
+    return f"{left} {right}" if left and right else left + right
+
+
+def _check_images(images: Tensor | None, backbone: nn.Module | None, width: int) -> None:
+    if (images is None) != (backbone is None):
+        raise ValueError(
+            "pass images and backbone together (the objective is then the target's mean logit), or neither"
+        )
+    if images is None:
+        return
+    if not isinstance(images, Tensor) or images.ndim != 4 or not images.is_floating_point() or len(images) == 0:
+        got = f"{images.dtype} {tuple(images.shape)}" if isinstance(images, Tensor) else type(images).__name__
+        raise ValueError(f"images must be a float tensor (b, C, H, W) with b >= 1, got {got}")
+    if not isinstance(backbone, nn.Module):
+        raise TypeError(f"backbone must be a timm nn.Module, got {type(backbone).__name__}")
+    if feature_dim(backbone) != width:
+        raise ValueError(
+            f"the generator writes heads for {width} pooled features but {type(backbone).__name__} gives "
+            f"{feature_dim(backbone)}: use the backbone named in the generator's config"
+        )
+
+
+def _validate(
+    descriptions: Mapping[str, str | Sequence[str]], target_class: str, description_index: int, method: str
+) -> dict[str, list[str]]:
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {list(METHODS)}, got {method!r}")
+    descriptions = normalize_descriptions(descriptions)
+    if target_class not in descriptions:
+        raise ValueError(f"target_class {target_class!r} is not among the described classes {list(descriptions)}")
+    count = len(descriptions[target_class])
+    if isinstance(description_index, bool) or not isinstance(description_index, int):
+        raise TypeError(f"description_index must be an int, got {type(description_index).__name__}")
+    if not 0 <= description_index < count:
+        raise ValueError(
+            f"description_index {description_index} is out of range: class {target_class!r} has {count} "
+            f"description(s), valid indices 0..{count - 1}"
+        )
+    return descriptions
+
+
+# the objective
+
+
+class _Objective:
+    """The scalar being explained, as a function of one description's token embeddings (or text).
+
+    With images: the mean over images of the target class's logit, through the backbone under the generated deltas
+    (activation space, differentiable). Without: the target's generated head row read along a fixed random unit
+    direction of feature space, plus its bias (the logit of a fixed random feature vector).
+    """
+
+    def __init__(
+        self,
+        adapter: LanguageConditionedAdapter,
+        descriptions: dict[str, list[str]],
+        target_class: str,
+        description_index: int,
+        images: Tensor | None,
+        backbone: nn.Module | None,
+    ) -> None:
+        self.encoder: TextEncoder = adapter.text_encoder
+        if not self.encoder.tokenizer.is_fast:
+            raise TypeError(f"{self.encoder.name}: keyword attribution needs a fast tokenizer (word offsets)")
+        self.adapter = adapter
+        self.class_index = list(descriptions).index(target_class)
+        self.index = description_index
+        self.images, self.backbone = images, backbone
+        param = next(adapter.parameters())
+        self.device, self.dtype = param.device, param.dtype
+        with torch.no_grad():
+            self.class_embeddings = self.encoder.encode_classes(descriptions)  # (c, e), cached per text
+            self.paraphrases = self.encoder.encode(descriptions[target_class])  # (p, e)
+        self.injection = None
+        if backbone is not None:
+            specs = adapter.config.target_specs
+            has_deltas = adapter.generator.deltas is not None and bool(specs)
+            self.injection = attach(backbone, specs, rank=adapter.config.rank) if has_deltas else None
+            self.images = images.to(next(backbone.parameters()).device)
+            if self.injection is None:  # the features do not depend on the text: compute them once
+                with torch.no_grad():
+                    self.features = pooled_features(backbone, self.images)  # (b, f)
+        else:
+            gen = torch.Generator().manual_seed(_PROJECTION_SEED)
+            direction = torch.randn(adapter.config.feature_dim, generator=gen, dtype=torch.float64)
+            self.direction = F.normalize(direction, dim=0).to(self.device, self.dtype)  # (f,)
+
+    @property
+    def kind(self) -> str:
+        return "mean logit over images" if self.backbone is not None else "head row along a fixed random direction"
+
+    def tokenize(self, text: str) -> dict[str, Any]:
+        """One text as the encoder tokenises it (truncated to its max_length), with word ids and offsets."""
+        batch = self.encoder.tokenizer(
+            [text],
+            truncation=True,
+            max_length=self.encoder.max_length,
+            return_tensors="pt",
+            return_offsets_mapping=True,
+        )
+        words = batch.word_ids(0)
+        offsets = batch.pop("offset_mapping")[0].tolist()
+        return {"inputs": batch.to(self.encoder.device), "word_ids": words, "offsets": offsets}
+
+    def sentence_embedding(self, inputs: Mapping[str, Tensor], inputs_embeds: Tensor | None = None) -> Tensor:
+        """(e,) embedding of one tokenised text, pooled exactly as ``TextEncoder`` pools it.
+
+        ``inputs_embeds`` (1, n, h) replaces the token-embedding lookup so that gradients reach the tokens.
+        """
+        model = self.encoder.model
+        args = dict(inputs)
+        if inputs_embeds is not None:
+            args.pop("input_ids")
+            args["inputs_embeds"] = inputs_embeds
+        hidden = model(**args).last_hidden_state.float()  # (1, n, h)
+        if self.encoder.pooling == "cls":
+            pooled = hidden[:, 0]
+        else:
+            mask = inputs["attention_mask"].unsqueeze(-1).to(hidden.dtype)  # (1, n, 1)
+            pooled = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
+        if self.encoder.normalize:
+            pooled = F.normalize(pooled, p=2, dim=-1)
+        return pooled[0]
+
+    def class_embeddings_with(self, sentence: Tensor) -> Tensor:
+        """(c, e): the class set with the target's embedding rebuilt from ``sentence`` in place of its description."""
+        p = self.paraphrases
+        group = torch.cat([p[: self.index], sentence[None].to(p), p[self.index + 1 :]])  # (p, e)
+        row = group.mean(dim=0)
+        if self.encoder.normalize:
+            row = F.normalize(row, p=2, dim=-1)
+        ci = self.class_index
+        return torch.cat([self.class_embeddings[:ci], row[None], self.class_embeddings[ci + 1 :]])
+
+    def __call__(self, sentence: Tensor) -> Tensor:
+        """Scalar objective for the target class when its chosen description embeds as ``sentence`` (e,)."""
+        embeddings = self.class_embeddings_with(sentence).to(self.device, self.dtype)
+        deltas, weight, bias = self.adapter.generator(embeddings[None])  # weight (1, c, f), bias (1, c)
+        ci = self.class_index
+        if self.backbone is None:
+            return weight[0, ci] @ self.direction + bias[0, ci]
+        if self.injection is None:
+            features = self.features
+        else:
+            with self.injection.apply({n: d.select(0) for n, d in deltas.items()}, strategy="activation"):
+                features = pooled_features(self.backbone, self.images)  # (b, f)
+        logits = head_logits(features.to(weight.dtype), weight[0], bias[0])  # (b, c)
+        return logits[:, ci].mean()
+
+    def of_text(self, text: str) -> float:
+        with torch.no_grad():
+            return float(self(self.sentence_embedding(self.tokenize(text)["inputs"])))
+
+
+def _words(tokens: Mapping[str, Any], text: str) -> tuple[list[str], list[tuple[int, int]], list[list[int]]]:
+    """Words of a tokenised text (special tokens dropped): their text, character span and token positions."""
+    positions: dict[int, list[int]] = {}
+    for position, word in enumerate(tokens["word_ids"]):
+        if word is not None:
+            positions.setdefault(word, []).append(position)
+    groups = list(positions.values())
+    spans = [(tokens["offsets"][g[0]][0], tokens["offsets"][g[-1]][1]) for g in groups]
+    return [text[s:e] for s, e in spans], spans, groups
+
+
+def _gradient_scores(
+    objective: _Objective, tokens: Mapping[str, Any], groups: list[list[int]], steps: int
+) -> tuple[list[float], float]:
+    """Gradient x input on the token embeddings, summed over each word's tokens; also the objective's value.
+
+    With ``steps`` > 1 the gradient is averaged over the straight path that scales the words' token embeddings from
+    zero (special tokens kept) to their values, at the midpoints ``(k + 0.5) / steps``: integrated gradients, whose
+    word scores sum to objective(description) - objective(no word embeddings), up to the quadrature error.
+    """
+    inputs = tokens["inputs"]
+    with torch.no_grad():
+        token_embeddings = objective.encoder.model.get_input_embeddings()(inputs["input_ids"])  # (1, n, h)
+    in_words = torch.zeros(token_embeddings.shape[1], 1, dtype=token_embeddings.dtype, device=token_embeddings.device)
+    in_words[[p for g in groups for p in g]] = 1.0  # (n, 1)
+    total = torch.zeros_like(token_embeddings)
+    # one step: at the description itself (gradient x input); more: the midpoint rule on [0, 1]
+    alphas = [1.0] if steps == 1 else [(k + 0.5) / steps for k in range(steps)]
+    for alpha in alphas:
+        scaled = (token_embeddings * (1.0 + (alpha - 1.0) * in_words)).requires_grad_(True)  # (1, n, h)
+        with torch.enable_grad():
+            value = objective(objective.sentence_embedding(inputs, scaled))
+            (grad,) = torch.autograd.grad(value, scaled)
+        total += grad
+    if steps > 1:
+        with torch.no_grad():
+            value = objective(objective.sentence_embedding(inputs, token_embeddings))
+    per_token = (total / steps * token_embeddings).sum(-1)[0].double()  # (n,)
+    return [float(per_token[g].sum()) for g in groups], value.item()
+
+
+# classes
+
+
+@dataclass
+class Explanation:
+    """Which words of one description drove what the generator wrote for its class.
+
+    Attributes:
+        class_name: the explained class.
+        description: the explained description (one paraphrase of the class).
+        words: the description's words as the text encoder's tokenizer splits them (punctuation is a word).
+        spans: (start, end) character span of each word in ``description``.
+        scores: method -> one score per word. "gradient": gradient x input on the token embeddings, summed over
+            the word's word pieces (the first-order estimate of how much the objective drops when the word's
+            embeddings shrink to zero), or integrated gradients along that shrinking when ``steps`` > 1;
+            "occlusion": objective(description) - objective(description without the word).
+        objective: the objective's value on the full description.
+        objective_kind: what the objective is ("mean logit over images" or the head row along a fixed direction).
+        rank_correlation: Spearman correlation between the gradient and occlusion scores (None unless both ran, or
+            when undefined).
+        steps: points on the integration path of the gradient scores (1: plain gradient x input).
+    """
+
+    class_name: str
+    description: str
+    words: list[str]
+    spans: list[tuple[int, int]]
+    scores: dict[str, list[float]]
+    objective: float
+    objective_kind: str
+    rank_correlation: float | None = None
+    steps: int = 1
+
+    def _method(self, method: str | None) -> str:
+        if method is None:
+            return next(m for m in _SHOWN_ORDER if m in self.scores)
+        if method not in self.scores:
+            raise ValueError(f"method {method!r} was not run; this explanation has {list(self.scores)}")
+        return method
+
+    def top(self, k: int = 3, method: str | None = None) -> list[tuple[str, float]]:
+        """The ``k`` highest-scoring words with their scores (``method``: default the gradient when it ran)."""
+        scores = self.scores[self._method(method)]
+        order = sorted(range(len(scores)), key=lambda i: -scores[i])
+        return [(self.words[i], scores[i]) for i in order[:k]]
+
+    def _relative(self, method: str) -> list[float]:
+        """Scores divided by the largest magnitude: -1..1."""
+        scores = self.scores[method]
+        peak = max((abs(s) for s in scores), default=0.0)
+        return [s / peak if peak > 0 else 0.0 for s in scores]
+
+    def _header(self) -> list[str]:
+        lines = [f"{self.class_name}: {self.description!r}", f"objective ({self.objective_kind}): {self.objective:.4g}"]
+        if "gradient" in self.scores and self.steps > 1:
+            lines.append(f"gradient: integrated over {self.steps} steps")
+        if self.rank_correlation is not None:
+            lines.append(f"rank correlation, gradient vs occlusion: {self.rank_correlation:+.3f}")
+        return lines
+
+    def to_terminal(self, method: str | None = None, *, color: bool = True) -> str:
+        """The description with words highlighted by score (ANSI colours; ``color=False`` gives plain text) and a
+        per-word table for every method that ran. Positive scores are green, negative red."""
+        method = self._method(method)
+        lines = self._header()
+        if color:
+            parts, cursor = [], 0
+            for (start, end), r in zip(self.spans, self._relative(method), strict=True):
+                parts.append(self.description[cursor:start])
+                level = round(55 + 200 * abs(r))
+                rgb = f"0;{level};0" if r >= 0 else f"{level};0;0"
+                parts.append(f"\x1b[1;38;2;{rgb}m{self.description[start:end]}\x1b[0m")
+                cursor = end
+            parts.append(self.description[cursor:])
+            lines.append(f"{method}: " + "".join(parts))
+        methods = [m for m in _SHOWN_ORDER if m in self.scores]
+        width = max(len(w) for w in self.words) if self.words else 4
+        lines.append("  ".join([f"{'word':<{width}}", *(f"{m:>10}" for m in methods), "bar"]))
+        relative = self._relative(method)
+        for i, word in enumerate(self.words):
+            bar = ("█" if relative[i] >= 0 else "░") * round(20 * abs(relative[i]))
+            values = [f"{self.scores[m][i]:>+10.4f}" for m in methods]
+            lines.append("  ".join([f"{word:<{width}}", *values, bar]))
+        return "\n".join(lines)
+
+    def to_html(self, path: str | os.PathLike, method: str | None = None) -> Path:
+        """Write a self-contained HTML page (highlighted description and a score table), atomically."""
+        method = self._method(method)
+        marks, cursor = [], 0
+        for (start, end), r, s in zip(self.spans, self._relative(method), self.scores[method], strict=True):
+            marks.append(html.escape(self.description[cursor:start]))
+            rgb = "40,160,60" if r >= 0 else "210,50,50"
+            word = html.escape(self.description[start:end])
+            marks.append(f'<mark style="background:rgba({rgb},{abs(r):.3f})" title="{s:+.4g}">{word}</mark>')
+            cursor = end
+        marks.append(html.escape(self.description[cursor:]))
+        methods = [m for m in _SHOWN_ORDER if m in self.scores]
+        head = "".join(f"<th>{m}</th>" for m in methods)
+        rows = "".join(
+            f"<tr><td>{html.escape(w)}</td>" + "".join(f"<td>{self.scores[m][i]:+.4f}</td>" for m in methods) + "</tr>"
+            for i, w in enumerate(self.words)
+        )
+        info = "".join(f"<p>{html.escape(line)}</p>" for line in self._header()[1:])
+        page = (
+            '<!DOCTYPE html>\n<html><head><meta charset="utf-8">'
+            f"<title>lang2net: {html.escape(self.class_name)}</title>"
+            "<style>body{font-family:sans-serif;max-width:50em;margin:2em auto}mark{padding:0 2px;border-radius:3px}"
+            "p.text{font-size:1.4em}td,th{padding:2px 10px;text-align:right}td:first-child{text-align:left}</style>"
+            f"</head><body><h2>{html.escape(self.class_name)}</h2>"
+            f'<p class="text">{"".join(marks)}</p><p>highlight: {method}</p>{info}'
+            f"<table><tr><th>word</th>{head}</tr>{rows}</table></body></html>\n"
+        )
+        return _write_atomic(path, lambda tmp: tmp.write_text(page, encoding="utf-8"))
+
+    def to_png(self, path: str | os.PathLike) -> Path:
+        """Write a bar chart of the per-word scores (one panel per method), atomically."""
+        try:
+            from matplotlib.figure import Figure  # no pyplot: no global figure state, no GUI backend
+        except ImportError:
+            raise ImportError("to_png needs matplotlib: pip install matplotlib (or 'lang2net[train]')") from None
+
+        methods = [m for m in _SHOWN_ORDER if m in self.scores]
+        fig = Figure(figsize=(max(4.0, 0.45 * len(self.words) + 1.5), 1.0 + 2.2 * len(methods)), layout="constrained")
+        axes = fig.subplots(len(methods), 1, squeeze=False)[:, 0]
+        positions = list(range(len(self.words)))
+        for ax, method in zip(axes, methods, strict=True):
+            scores = self.scores[method]
+            ax.bar(positions, scores, color=["#2a9d4a" if s >= 0 else "#d23232" for s in scores])
+            ax.axhline(0.0, color="black", linewidth=0.6)
+            ax.set_xticks(positions, self.words, rotation=45, ha="right", fontsize=9)
+            ax.set_ylabel(method)
+        fig.suptitle(f"{self.class_name}: {self.objective_kind}", fontsize=10)
+        return _write_atomic(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
+
+
+def explain(
+    adapter: LanguageConditionedAdapter,
+    descriptions: Mapping[str, str | Sequence[str]],
+    target_class: str,
+    *,
+    images: Tensor | None = None,
+    backbone: nn.Module | None = None,
+    description_index: int = 0,
+    method: str = "gradient",
+    steps: int = 1,
+) -> Explanation:
+    """Attribute what the generator writes for ``target_class`` to the words of one of its descriptions.
+
+    The generator sees the whole class set (as ``adapter.generate(descriptions)`` does); only the chosen description
+    of ``target_class`` is varied. The target's embedding is rebuilt as ``TextEncoder.encode_classes`` builds it (its
+    paraphrases averaged, then normalised).
+
+    Args:
+        adapter: the generator (its text encoder is used as is).
+        descriptions: class -> description(s), the task to generate.
+        target_class: the class to explain.
+        images: (b, C, H, W) backbone input; with ``backbone``, the objective is the mean target logit over them
+            through the backbone under the generated deltas. Without, it is the target's generated head row read
+            along a fixed random direction of feature space (the deltas do not enter).
+        backbone: the timm backbone the generator was made for; it is injected as ``TaskAdaptation.bind`` injects it
+            (an existing injection is reused, and the hooks stay, as after ``bind``).
+        description_index: which of the class's descriptions to explain.
+        method: "gradient" (gradient x input on token embeddings, see ``steps``), "occlusion" (leave one word out
+            and regenerate: one generation per word, plus a backbone pass each when there are images and deltas) or
+            "both" (also reports their rank correlation).
+        steps: for the gradient: 1 is gradient x input at the description; more averages the gradient over that
+            many points of the path from no word embeddings to the description (integrated gradients), which does not
+            miss a word whose effect has saturated (a word that matters can have a near-zero or opposite-signed local
+            gradient). Each step is one backward pass through the text model, the generator and, with images, the
+            backbone.
+
+    Returns:
+        An :class:`Explanation` with one score per word for each method run.
+
+    Raises:
+        ValueError: unknown ``target_class`` or ``method``, ``description_index`` out of range, images without a
+            backbone (or the reverse), a backbone of another feature width.
+        TypeError: a bad ``descriptions`` mapping, an adapter that is not a LanguageConditionedAdapter.
+    """
+    if not isinstance(adapter, LanguageConditionedAdapter):
+        raise TypeError(f"adapter must be a LanguageConditionedAdapter, got {type(adapter).__name__}")
+    descriptions = _validate(descriptions, target_class, description_index, method)
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"steps must be a positive int, got {steps!r}")
+    _check_images(images, backbone, adapter.config.feature_dim)
+    text = descriptions[target_class][description_index]
+    with _eval_mode(adapter, backbone):
+        objective = _Objective(adapter, descriptions, target_class, description_index, images, backbone)
+        tokens = objective.tokenize(text)
+        length = len(objective.encoder.tokenizer(text, verbose=False)["input_ids"])
+        if length > objective.encoder.max_length:
+            warnings.warn(
+                f"the description has {length} tokens; only the first {objective.encoder.max_length} reach the text "
+                "encoder, so only their words are scored",
+                stacklevel=2,
+            )
+        words, spans, groups = _words(tokens, text)
+        scores: dict[str, list[float]] = {}
+        if method in ("gradient", "both"):
+            scores["gradient"], value = _gradient_scores(objective, tokens, groups, steps)
+        if method in ("occlusion", "both"):
+            value = objective.of_text(text)
+            scores["occlusion"] = [value - objective.of_text(_without(text, s, e)) for s, e in spans]
+    bad = [m for m, values in scores.items() if not all(math.isfinite(v) for v in values)]
+    if bad or not math.isfinite(value):
+        raise ValueError(f"non-finite attribution ({bad or 'objective'}): the generator or text encoder gives inf/nan")
+    correlation = spearman(scores["gradient"], scores["occlusion"]) if method == "both" else None
+    return Explanation(target_class, text, words, spans, scores, value, objective.kind, correlation, steps)

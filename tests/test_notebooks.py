@@ -1,0 +1,94 @@
+"""The notebooks run top to bottom in a fresh python3 kernel (cwd notebooks/, as Jupyter starts it), each prints the
+value it exists to show, and they are stored without outputs."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable
+from pathlib import Path
+
+import nbformat
+import pytest
+from nbclient import NotebookClient
+
+NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
+CELL_TIMEOUT_S = 120  # per cell; the longest is notebook 03's training + evaluation (~20 s on 1 busy CPU core)
+
+
+def _execute(name: str) -> str:
+    """Run a notebook and return the text it printed (stdout streams and text results, in cell order)."""
+    nb = nbformat.read(NOTEBOOKS / name, as_version=4)
+    env = dict(os.environ)
+    env.setdefault("OMP_NUM_THREADS", "1")  # small-batch CPU work; extra threads only contend on a shared machine
+    client = NotebookClient(
+        nb, timeout=CELL_TIMEOUT_S, kernel_name="python3", resources={"metadata": {"path": str(NOTEBOOKS)}}
+    )
+    client.execute(env=env)  # raises CellExecutionError with the cell's traceback on any error
+    parts = []
+    for cell in nb.cells:
+        for out in cell.get("outputs", []):
+            if out.get("output_type") == "stream" and out.get("name") == "stdout":
+                parts.append(out["text"])
+            elif out.get("output_type") == "execute_result":
+                parts.append(out["data"].get("text/plain", "") + "\n")
+    return "".join(parts)
+
+
+def _quickstart(text: str) -> None:
+    n = int(re.search(r"input: \((\d+), 3, 64, 64\)", text).group(1))
+    header = text.index("image  true")
+    rows = [line for line in text[header:].splitlines()[1:] if re.match(r"\s*\d+  \S", line)]
+    assert n >= 2 and len(rows) == n, text
+    assert [int(r.split()[0]) for r in rows] == list(range(n))
+    probabilities = [float(r.split()[-1]) for r in rows]
+    assert all(0.0 < p <= 1.0 for p in probabilities)
+
+
+def _byo_backbone(text: str) -> None:
+    assert "Injection into ResNet (preset: " in text
+    assert "deltas change the logits: True" in text and "outside apply() the model is untouched: True" in text
+    assert "peft logits match bind: True" in text and "timm logits match bind: True" in text
+    assert "['sandal', 'sneaker', 'bag']" in text
+
+
+def _train(text: str) -> None:
+    assert "trained 30 steps" in text
+    zsl = dict(re.findall(r"^(\w+)\s+ZSL (\d\.\d{3})", text, flags=re.M))
+    assert set(zsl) == {"chance", "text_similarity", "full"}, text
+    assert zsl["chance"] == "0.500"  # 2 unseen digits in fold 0
+    assert all(0.0 <= float(v) <= 1.0 for v in zsl.values())
+
+
+def _explain(text: str) -> None:
+    assert "Sneaker: 'a sports shoe with laces and a thick rubber sole'" in text
+    assert re.search(r"rank correlation, gradient vs occlusion: [+-]\d\.\d{3}", text)
+    table = text[text.index("word ") :].splitlines()[1:9]
+    words = ["a", "sports", "shoe", "with", "laces", "and", "a", "thick"]
+    assert [line.split()[0] for line in table] == words, text
+
+
+CASES: list[tuple[str, Callable[[str], None]]] = [
+    ("01_quickstart.ipynb", _quickstart),
+    ("02_bring_your_own_backbone.ipynb", _byo_backbone),
+    ("03_train_a_small_generator.ipynb", _train),
+    ("04_explain.ipynb", _explain),
+]
+
+
+def test_every_notebook_is_tested():
+    assert sorted(p.name for p in NOTEBOOKS.glob("*.ipynb")) == sorted(name for name, _ in CASES)
+
+
+@pytest.mark.parametrize("name", [name for name, _ in CASES])
+def test_notebook_is_stored_clean(name):
+    nb = nbformat.read(NOTEBOOKS / name, as_version=4)
+    nbformat.validate(nb)
+    assert nb.nbformat == 4 and nb.metadata.kernelspec.name == "python3"
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert code and all(c.outputs == [] and c.execution_count is None for c in code), "clear outputs before saving"
+
+
+@pytest.mark.parametrize(("name", "check"), CASES, ids=[name for name, _ in CASES])
+def test_notebook_runs_and_prints_its_result(name, check):
+    check(_execute(name))
