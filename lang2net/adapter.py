@@ -23,7 +23,7 @@ from .backbones import create_backbone, feature_dim, pooled_features
 from .config import AdapterConfig, TargetSpec
 from .generator import TaskGenerator
 from .heads import head_logits
-from .injection import _INJECTED, Injection, inject, plain_copy
+from .injection import _INJECTED, _INJECTED_LOCK, Injection, inject, plain_copy
 from .lowrank import LowRankDelta, fold_weight
 from .text import TextEncoder, normalize_descriptions
 
@@ -42,16 +42,17 @@ def _spec_of(target) -> TargetSpec:
 def attach(backbone: nn.Module, specs: Sequence[TargetSpec], rank: int | None) -> Injection:
     """The backbone's injection for these targets: reuses one already on the backbone (so several tasks and adapters
     share one set of hooks) and checks that every target exists there with the shapes the task was made for."""
-    inj = _INJECTED.get(backbone)
-    if inj is None:
-        names = [s.name for s in specs]
-        missing = [n for n in names if n not in dict(backbone.named_modules())]
-        if missing:
-            raise ValueError(
-                f"this task/generator was made for a backbone with layers {missing[:3]}..., which "
-                f"{type(backbone).__name__} does not have; use the backbone named in its config"
-            )
-        inj = inject(backbone, targets=names, rank=None)
+    with _INJECTED_LOCK:  # get-or-inject in one step: threads binding tasks to one fresh backbone share one injection
+        inj = _INJECTED.get(backbone)
+        if inj is None:
+            names = [s.name for s in specs]
+            missing = [n for n in names if n not in dict(backbone.named_modules())]
+            if missing:
+                raise ValueError(
+                    f"this task/generator was made for a backbone with layers {missing[:3]}..., which "
+                    f"{type(backbone).__name__} does not have; use the backbone named in its config"
+                )
+            inj = inject(backbone, targets=names, rank=None)
     for spec in specs:
         have = inj.targets.get(spec.name)
         if have is None:
@@ -72,6 +73,13 @@ def _check_architecture(expected: str, backbone: nn.Module) -> None:
     actual = cfg.get("architecture") if isinstance(cfg, dict) else None
     if actual and actual != expected.split(".")[0].removeprefix("timm/"):
         warnings.warn(f"this task was made for {expected!r}, the backbone is {actual!r}", stacklevel=3)
+
+
+def _non_finite(deltas: Mapping[str, LowRankDelta], head_weight: Tensor, head_bias: Tensor) -> str | None:
+    """The first of the head and the deltas that holds inf or nan, by name; None when all are finite."""
+    if not torch.isfinite(head_weight).all() or not torch.isfinite(head_bias).all():
+        return "the head"
+    return next((f"the delta for '{n}'" for n, d in deltas.items() if not d.is_finite()), None)
 
 
 def _check_feature_dim(backbone: nn.Module, width: int) -> None:
@@ -108,6 +116,7 @@ class TaskAdaptation:
     backbone: str
     target_specs: list[TargetSpec] = field(default_factory=list)
     generator: str | None = None
+    backbone_weights: str | None = None  # the weight source of the backbone it was made for ("packaged:...", "timm")
 
     def __post_init__(self) -> None:
         c = len(self.class_names)
@@ -117,6 +126,11 @@ class TaskAdaptation:
             )
         if any(d.batched for d in self.deltas.values()):
             raise ValueError("a TaskAdaptation holds shared deltas; select() one task of a batched generation")
+        if not self.head_weight.is_floating_point() or not self.head_bias.is_floating_point():
+            raise TypeError(f"head must be floating-point, got {self.head_weight.dtype} and {self.head_bias.dtype}")
+        bad = _non_finite(self.deltas, self.head_weight, self.head_bias)
+        if bad:
+            raise ValueError(f"non-finite values (inf/nan) in {bad}: such a task would poison any model it runs in")
 
     @property
     def num_classes(self) -> int:
@@ -144,7 +158,10 @@ class TaskAdaptation:
                     )
                 delta = self.deltas.get(spec.name)
                 if delta is not None:
-                    layer.weight.copy_(fold_weight(layer.weight, delta.to(layer.weight.device)))
+                    folded = fold_weight(layer.weight, delta.to(layer.weight.device))
+                    if not torch.isfinite(folded).all():  # e.g. a finite delta that overflows a bf16/fp16 weight
+                        raise ValueError(f"merging the delta for '{spec.name}' gives non-finite weights")
+                    layer.weight.copy_(folded)
             model.reset_classifier(self.num_classes)
             head = model.get_classifier()
             head.weight.copy_(self.head_weight.to(head.weight))
@@ -173,9 +190,13 @@ class TaskAdaptation:
                 card's base model and usage snippet.
             repo_id, push_to_hub: also upload the folder to this Hub repo (see :meth:`push_to_hub`).
         """
-        path = hub.save_task(self, save_directory, repo_id=repo_id, backbone_weights=backbone_weights)
+        path = hub.save_task(
+            self, save_directory, repo_id=repo_id, backbone_weights=backbone_weights or self.backbone_weights
+        )
         if push_to_hub:
-            return self.push_to_hub(repo_id or path.name, backbone_weights=backbone_weights, **push_kwargs)
+            return self.push_to_hub(
+                repo_id or path.name, backbone_weights=backbone_weights or self.backbone_weights, **push_kwargs
+            )
         return path
 
     @classmethod
@@ -219,7 +240,7 @@ class TaskAdaptation:
         create_pr, allow_patterns, ignore_patterns, delete_patterns, as in huggingface_hub)."""
 
         def write(folder: Path, repo: str) -> None:
-            hub.write_task(self, folder, name=repo, backbone_weights=backbone_weights)
+            hub.write_task(self, folder, name=repo, backbone_weights=backbone_weights or self.backbone_weights)
 
         return hub.push_folder(write, repo_id, commit_message=commit_message, **kwargs)
 
@@ -232,7 +253,9 @@ class TaskAdaptation:
     ) -> Path:
         """A peft LoRA folder: ``PeftModel.from_pretrained(timm.create_model(backbone, num_classes=C), folder)``
         (with the backbone's weights) gives this task's logits. ``model_args``: extra timm.create_model arguments."""
-        return export.export_peft(self, save_directory, model_args=model_args, backbone_weights=backbone_weights)
+        return export.export_peft(
+            self, save_directory, model_args=model_args, backbone_weights=backbone_weights or self.backbone_weights
+        )
 
     def to_timm(
         self,
@@ -246,7 +269,11 @@ class TaskAdaptation:
         it, with ``label_names`` / ``label_descriptions`` in its pretrained_cfg. ``model_args``: the extra
         timm.create_model arguments ``backbone`` was built with (img_size, ...)."""
         return export.export_timm(
-            self, save_directory, backbone, model_args=model_args, backbone_weights=backbone_weights
+            self,
+            save_directory,
+            backbone,
+            model_args=model_args,
+            backbone_weights=backbone_weights or self.backbone_weights,
         )
 
     def to(self, device: torch.device | str) -> TaskAdaptation:
@@ -259,6 +286,7 @@ class TaskAdaptation:
             self.backbone,
             list(self.target_specs),
             self.generator,
+            self.backbone_weights,
         )
 
     def __repr__(self) -> str:
@@ -413,18 +441,30 @@ class LanguageConditionedAdapter(
         descriptions = normalize_descriptions(descriptions)
         if embeddings is None:
             embeddings = self.encode(descriptions)
+        if not isinstance(embeddings, Tensor) or not embeddings.is_floating_point():
+            got = f"a {embeddings.dtype} tensor" if isinstance(embeddings, Tensor) else type(embeddings).__name__
+            raise TypeError(f"embeddings must be a floating-point tensor (c, e), got {got}")
         if embeddings.shape != (len(descriptions), self.config.text_dim):
             raise ValueError(
                 f"embeddings must be ({len(descriptions)}, {self.config.text_dim}), got {tuple(embeddings.shape)}"
             )
+        if not torch.isfinite(embeddings).all():
+            raise ValueError("embeddings hold inf/nan; check the text encoder or the embeddings given")
         was_training = self.training
         self.eval()
         try:
-            device = next(self.parameters()).device
-            with torch.no_grad():
-                deltas, weight, bias = self.generator(embeddings.to(device)[None])
+            param = next(self.parameters())
+            with torch.no_grad():  # the generator's own dtype: float64 embeddings for a bf16 generator are fine
+                deltas, weight, bias = self.generator(embeddings.to(param.device, param.dtype)[None])
         finally:
             self.train(was_training)
+        bad = _non_finite({n: d.select(0) for n, d in deltas.items()}, weight[0], bias[0])
+        if bad:
+            raise ValueError(
+                f"the generator produced non-finite values (inf/nan) in {bad}; its parameters are corrupt or diverged "
+                f"(reload or retrain it), or the embeddings are out of range (max |e| = {embeddings.abs().max():.3g}); "
+                "no task was made"
+            )
         return TaskAdaptation(
             class_names=list(descriptions),
             descriptions=descriptions,
@@ -434,6 +474,7 @@ class LanguageConditionedAdapter(
             backbone=self.config.backbone,
             target_specs=list(self.config.target_specs),
             generator=self.source,
+            backbone_weights=self.config.backbone_weights,
         )
 
     # training path (activation space, differentiable)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import logging
 import os
 from collections.abc import Mapping
@@ -74,6 +75,9 @@ def create_backbone(name: str, weights: str = "random", **kwargs: Any) -> nn.Mod
             ``.safetensors`` state dict for this architecture (loaded strictly).
         **kwargs: passed to ``timm.create_model`` (img_size, drop_path_rate, ...).
     """
+    if not isinstance(name, str) or (":" not in name and not timm.is_model(name)):  # hf-hub:/local-dir: go to timm
+        close = difflib.get_close_matches(str(name), timm.list_models(), n=3)
+        raise ValueError(f"unknown timm model {name!r}; close names: {close or 'none'} (see timm.list_models())")
     if weights in PACKAGED_WEIGHTS:
         arch = PACKAGED_WEIGHTS[weights]["architecture"]
         if name != arch:

@@ -24,6 +24,21 @@ class TargetSpec:
     out_features: int
     kernel_size: tuple[int, int] = (1, 1)
 
+    def __post_init__(self) -> None:
+        # specs come from saved configs: a bad one must fail here, not as a negative dimension deep in torch
+        if not isinstance(self.name, str) or not self.name:
+            raise ValueError(f"target spec name must be a module name, got {self.name!r}")
+        if self.kind not in ("linear", "conv2d"):
+            raise ValueError(f"target spec '{self.name}': kind must be 'linear' or 'conv2d', got {self.kind!r}")
+        _check_positive(f"target spec '{self.name}' in_features", self.in_features)
+        _check_positive(f"target spec '{self.name}' out_features", self.out_features)
+        kernel = self.kernel_size
+        if not isinstance(kernel, (tuple, list)) or len(kernel) != 2:
+            raise ValueError(f"target spec '{self.name}': kernel_size must be two positive ints, got {kernel!r}")
+        for k in kernel:
+            _check_positive(f"target spec '{self.name}' kernel_size", k)
+        object.__setattr__(self, "kernel_size", tuple(kernel))
+
     @property
     def fan_in(self) -> int:
         return self.in_features * self.kernel_size[0] * self.kernel_size[1]
@@ -84,6 +99,12 @@ class AdapterConfig:
     def __post_init__(self) -> None:
         if not isinstance(self.backbone, str) or not self.backbone:
             raise ValueError(f"backbone must be a timm model name, got {self.backbone!r}")
+        if not isinstance(self.backbone_weights, str) or not self.backbone_weights:
+            raise ValueError(f"backbone_weights must be a weight source name or path, got {self.backbone_weights!r}")
+        if not isinstance(self.backbone_kwargs, dict) or not all(isinstance(k, str) for k in self.backbone_kwargs):
+            raise ValueError(
+                f"backbone_kwargs must be a dict of timm.create_model arguments, got {self.backbone_kwargs!r}"
+            )
         if not isinstance(self.text_encoder, str) or not self.text_encoder:
             raise ValueError(f"text_encoder must be a model id or folder, got {self.text_encoder!r}")
         if self.delta_mode not in DELTA_MODES:
@@ -92,7 +113,11 @@ class AdapterConfig:
             _check_positive(name, getattr(self, name))
         if self.d_model % self.n_heads:
             raise ValueError(f"d_model ({self.d_model}) must be divisible by n_heads ({self.n_heads})")
-        if not 0.0 <= float(self.dropout) < 1.0:
+        if (
+            isinstance(self.dropout, bool)
+            or not isinstance(self.dropout, (int, float))
+            or not 0.0 <= self.dropout < 1.0
+        ):
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout!r}")
         if not (
             isinstance(self.targets, str)
@@ -104,6 +129,8 @@ class AdapterConfig:
             if value is not None:
                 _check_positive(name, value)
         if self.target_specs is not None:
+            if not isinstance(self.target_specs, (list, tuple)):
+                raise ValueError(f"target_specs must be a list of target specs, got {self.target_specs!r}")
             self.target_specs = [t if isinstance(t, TargetSpec) else _spec_from_dict(t) for t in self.target_specs]
         major = str(self.version).split(".")[0]
         if major != CONFIG_VERSION.split(".")[0]:
@@ -159,6 +186,4 @@ def _spec_from_dict(data: Any) -> TargetSpec:
     fields = {f.name for f in dataclasses.fields(TargetSpec)}
     if set(data) - fields or {"name", "kind", "in_features", "out_features"} - set(data):
         raise ValueError(f"target spec {data!r} must have keys {sorted(fields)}")
-    if data["kind"] not in ("linear", "conv2d"):
-        raise ValueError(f"target spec kind must be 'linear' or 'conv2d', got {data['kind']!r}")
-    return TargetSpec(**{**data, "kernel_size": tuple(data.get("kernel_size", (1, 1)))})
+    return TargetSpec(**data)  # TargetSpec checks the values

@@ -77,6 +77,8 @@ def _read_json(path: str, label: str) -> dict[str, Any]:
             data = json.load(f)
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ValueError(f"{label}: not valid JSON ({e})") from None
+    except RecursionError:  # e.g. "[[[[...": a hostile file must not escape as a non-ValueError
+        raise ValueError(f"{label}: not valid JSON (nested too deeply)") from None
     if not isinstance(data, dict):
         raise ValueError(f"{label}: expected a JSON object, got {type(data).__name__}")
     return data
@@ -348,9 +350,22 @@ def load_generator(
         hint = f"; {others} is there, but lang2net reads safetensors only" if others else ""
         weights = src.require(WEIGHTS_NAME, _GENERATOR_LAYOUT + hint)
     state = _read_tensors(weights, src.where(WEIGHTS_NAME))
-    adapter = cls(config, text_encoder=text_encoder)  # resolved config: builds neither a backbone nor a text encoder
-    expected = {k: tuple(v.shape) for k, v in adapter.state_dict().items()}
+    not_float = sorted(k for k, v in state.items() if not v.is_floating_point())  # load_state_dict would cast them
+    non_finite = sorted(k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all())
+    for keys, what in ((not_float, "integer/bool tensors where the generator holds floats"), (non_finite, "inf/nan")):
+        if keys:
+            raise ValueError(f"{src.where(WEIGHTS_NAME)}: {what} in {_few(keys)}; the file is corrupt")
+    if config.n_layers > len(state):  # every layer holds tensors: the loop below is bounded by the file, not the config
+        raise ValueError(f"{label}: n_layers={config.n_layers}, but {WEIGHTS_NAME} holds only {len(state)} tensors")
+    # shapes first, on the meta device: a config that declares a huge generator must not allocate it (a stranger's
+    # rank=10**7 would take the process down), and the real build below is no larger than the file just read
+    try:
+        with torch.device("meta"):
+            expected = {k: tuple(v.shape) for k, v in cls(config, text_encoder=text_encoder).state_dict().items()}
+    except (RuntimeError, OverflowError, TypeError, ValueError) as e:  # sizes past what torch can describe, no targets
+        raise ValueError(f"{label}: describes a generator that cannot be built ({e})") from None
     _check_tensors(expected, state, src.where(WEIGHTS_NAME), f"the generator that {label} describes")
+    adapter = cls(config, text_encoder=text_encoder)  # resolved config: builds neither a backbone nor a text encoder
     adapter.load_state_dict(state, strict=True)
     adapter.source = src.label
     return adapter.to(map_location).eval()
@@ -398,6 +413,19 @@ def save_task(
     return Path(directory)
 
 
+def _strings(value: Any, what: str) -> list[str]:
+    # a string is a sequence too: list("abc") would silently make three classes out of one
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise TypeError(f"{what} must be a list of strings, got {str(value)[:80]!r}")
+    return value
+
+
+def _count(value: Any, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise TypeError(f"{what} must be a positive int, got {value!r}")
+    return value
+
+
 def _a_shape(spec: TargetSpec, rank: int) -> tuple[int, ...]:
     return (rank, spec.in_features) if spec.kind == "linear" else (rank, spec.in_features, *spec.kernel_size)
 
@@ -424,12 +452,26 @@ def load_task(
         raise ValueError(f"{label}: unknown keys {unknown}; valid keys: {sorted(_TASK_KEYS)}")
     try:
         specs = AdapterConfig(target_specs=data["target_specs"]).target_specs
-        names, descriptions = list(data["class_names"]), {str(k): list(v) for k, v in data["descriptions"].items()}
-        c, f, deltas = int(data["num_classes"]), int(data["feature_dim"]), dict(data["deltas"])
+        names = _strings(data["class_names"], "class_names")
+        if len(set(names)) != len(names):
+            raise ValueError(f"class_names repeat a class: {_few(sorted({n for n in names if names.count(n) > 1}))}")
+        if not isinstance(data["descriptions"], dict):
+            raise TypeError(f"descriptions must map class names to lists of strings, got {data['descriptions']!r:.80}")
+        descriptions = {k: _strings(v, f"descriptions[{k!r}]") for k, v in data["descriptions"].items()}
+        c, f = _count(data["num_classes"], "num_classes"), _count(data["feature_dim"], "feature_dim")
+        deltas = data["deltas"]
+        if not isinstance(deltas, dict):
+            raise TypeError(f"deltas must map target names to {{scale, rank}}, got {deltas!r}")
+        optional = (("generator", data.get("generator")), ("backbone_weights", data.get("backbone_weights")))
+        for key, value in (("backbone", data["backbone"]), *optional):
+            if not isinstance(value, str) and not (key != "backbone" and value is None):
+                raise TypeError(f"{key} must be a string, got {value!r}")
         by_name = {s.name: s for s in specs}
         expected = {"head.weight": (c, f), "head.bias": (c,)}
         for n, meta in deltas.items():
-            spec, r = by_name[n], int(meta["rank"])
+            spec, r = by_name.get(n), _count(meta["rank"], f"the rank of {n!r}")
+            if spec is None:
+                raise ValueError(f"deltas name {n!r}, which target_specs do not describe")
             expected[f"delta.{n}.A"], expected[f"delta.{n}.B"] = _a_shape(spec, r), (spec.out_features, r)
     except (KeyError, TypeError, ValueError, AttributeError) as e:
         raise ValueError(f"{label}: malformed task config ({type(e).__name__}: {e})") from None
@@ -446,9 +488,10 @@ def load_task(
             },
             head_weight=tensors["head.weight"],
             head_bias=tensors["head.bias"],
-            backbone=str(data["backbone"]),
+            backbone=data["backbone"],
             target_specs=specs,
             generator=data.get("generator"),
+            backbone_weights=data.get("backbone_weights"),
         )
     except (TypeError, ValueError) as e:
         raise ValueError(f"{src.label}: {e}") from None

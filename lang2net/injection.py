@@ -17,6 +17,7 @@ import dataclasses
 import importlib
 import logging
 import math
+import threading
 import types
 import warnings
 import weakref
@@ -46,6 +47,8 @@ _BATCH_FREE = "its input does not carry the batch axis (shared by all samples), 
 
 # models currently injected: a second injection on the same model would stack hooks in an order nobody chose
 _INJECTED: weakref.WeakKeyDictionary[nn.Module, Injection] = weakref.WeakKeyDictionary()
+# guards check-then-register on _INJECTED: two threads binding tasks to a fresh backbone must not both inject it
+_INJECTED_LOCK = threading.RLock()
 
 
 # helpers
@@ -175,8 +178,9 @@ class Injection:
             raise TypeError(f"inject() needs an nn.Module, got {type(model).__name__}")
         if rank is not None and (not isinstance(rank, int) or isinstance(rank, bool) or rank < 1):
             raise ValueError(f"rank must be a positive int or None (any rank), got {rank!r}")
+        already = f"{type(model).__name__} is already injected; call .remove() on that Injection first"
         if model in _INJECTED:
-            raise RuntimeError(f"{type(model).__name__} is already injected; call .remove() on that Injection first")
+            raise RuntimeError(already)
         selection = resolve_targets(model, targets)
         self.model = model
         self.rank = rank
@@ -191,7 +195,10 @@ class Injection:
         self._requires_grad: dict[str, bool] = {}
         self._removed = False
         modules = dict(model.named_modules())
-        _INJECTED[model] = self
+        with _INJECTED_LOCK:  # check again and register in one step (another thread may have injected meanwhile)
+            if model in _INJECTED:
+                raise RuntimeError(already)
+            _INJECTED[model] = self
         try:
             for name in self.targets:
                 self._install(name, modules[name])
@@ -245,7 +252,9 @@ class Injection:
         for name, flag in self._requires_grad.items():
             params[name].requires_grad_(flag)
         self._removed = True
-        _INJECTED.pop(self.model, None)
+        with _INJECTED_LOCK:
+            if _INJECTED.get(self.model) is self:  # never unregister another Injection of the same model
+                del _INJECTED[self.model]
         return self.model
 
     # probing

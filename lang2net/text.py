@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import reprlib
 import warnings
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
@@ -23,6 +24,9 @@ POOLING_CHOICES = ("mean", "cls")
 # Tokenizers without a declared limit report a huge sentinel (transformers' VERY_LARGE_INTEGER); treat anything
 # above this as "unknown" rather than as a real limit.
 _UNSET_MAX_LENGTH = 1_000_000
+
+_REPR = reprlib.Repr()
+_REPR.maxlevel, _REPR.maxlist, _REPR.maxdict, _REPR.maxstring, _REPR.maxother = 2, 4, 4, 80, 80
 
 
 def _resolve_packaged_minilm() -> str:
@@ -142,6 +146,19 @@ def _validate_options(pooling: str | None, max_length: int | None, batch_size: i
         raise ValueError(f"max_length must be a positive int or None, got {max_length!r}")
 
 
+def _short(value: Any) -> str:
+    """A bounded repr for error messages: a YAML alias bomb is a 300-byte file whose full repr takes gigabytes."""
+    return _REPR.repr(value)
+
+
+def _check_unicode(text: str, what: str) -> None:
+    """Lone surrogates (e.g. from a bad decode) are str but not text: tokenizers and UTF-8 files both reject them."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise ValueError(f"{what} is not valid Unicode text: {e.reason} at position {e.start}") from None
+
+
 def normalize_descriptions(descriptions: Mapping[str, str | Sequence[str]]) -> dict[str, list[str]]:
     """Validate a class -> description(s) mapping and return it as class -> list of descriptions, order kept.
 
@@ -156,15 +173,19 @@ def normalize_descriptions(descriptions: Mapping[str, str | Sequence[str]]) -> d
     out: dict[str, list[str]] = {}
     for name, texts in descriptions.items():
         if not isinstance(name, str):
-            raise TypeError(f"class names must be str, got {type(name).__name__}: {name!r}")
+            raise TypeError(f"class names must be str, got {type(name).__name__}: {_short(name)}")
+        _check_unicode(name, f"class name {name!r}")
         group = [texts] if isinstance(texts, str) else texts
         if not isinstance(group, Sequence):
-            raise TypeError(f"class {name!r}: descriptions must be a str or a sequence of str, got {texts!r}")
+            raise TypeError(f"class {name!r}: descriptions must be a str or a sequence of str, got {_short(texts)}")
         if len(group) == 0:
             raise ValueError(f"class {name!r} has an empty list of descriptions")
         for index, text in enumerate(group):
             if not isinstance(text, str):
-                raise TypeError(f"class {name!r}: description {index} must be str, got {type(text).__name__}: {text!r}")
+                raise TypeError(
+                    f"class {name!r}: description {index} must be str, got {type(text).__name__}: {_short(text)}"
+                )
+            _check_unicode(text, f"class {name!r}: description {index}")
         out[name] = list(group)
 
     return out

@@ -11,7 +11,7 @@ from typing import Any
 
 import yaml
 
-from ..text import normalize_descriptions
+from ..text import _short, normalize_descriptions
 
 __all__ = ["DESCRIPTION_FORMATS", "load_descriptions", "packaged_descriptions", "save_descriptions"]
 
@@ -49,6 +49,8 @@ def _parse(text: str, path: Path) -> Any:
             return json.loads(text)
         except json.JSONDecodeError as exc:
             raise ValueError(f"{path}: line {exc.lineno}, column {exc.colno}: {exc.msg}") from None
+        except RecursionError:
+            raise ValueError(f"{path}: nested too deeply to be a descriptions file") from None
     try:
         return yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader subclass: no arbitrary objects
     except yaml.MarkedYAMLError as exc:
@@ -58,6 +60,8 @@ def _parse(text: str, path: Path) -> Any:
         raise ValueError(f"{path}: {where}: {reason}") from None
     except yaml.YAMLError as exc:
         raise ValueError(f"{path}: not valid YAML: {exc}") from None
+    except RecursionError:
+        raise ValueError(f"{path}: nested too deeply to be a descriptions file") from None
 
 
 def check_descriptions(descriptions: Mapping[str, Sequence[str]], source: str = "descriptions") -> dict[str, list[str]]:
@@ -77,9 +81,11 @@ def check_descriptions(descriptions: Mapping[str, Sequence[str]], source: str = 
     if isinstance(descriptions, Mapping):
         for name, texts in descriptions.items():
             if not isinstance(name, str):
-                raise TypeError(f"{source}: class name {name!r} is {type(name).__name__}, not str (quote it in YAML)")
+                raise TypeError(
+                    f"{source}: class name {_short(name)} is {type(name).__name__}, not str (quote it in YAML)"
+                )
             if isinstance(texts, str) or not isinstance(texts, Sequence):
-                raise TypeError(f"{source}: class {name!r} needs a list of descriptions, got {texts!r}")
+                raise TypeError(f"{source}: class {name!r} needs a list of descriptions, got {_short(texts)}")
     try:
         out = normalize_descriptions(descriptions)
     except (TypeError, ValueError) as exc:
@@ -112,7 +118,11 @@ def load_descriptions(path: str | os.PathLike[str]) -> dict[str, list[str]]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"descriptions file not found: {path}")
-    data = _parse(path.read_text(encoding="utf-8"), path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    data = _parse(text, path)
     if not isinstance(data, Mapping):
         raise ValueError(
             f"{path}: expected a mapping of class name to a list of descriptions, got {type(data).__name__}"

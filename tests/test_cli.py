@@ -1,0 +1,174 @@
+"""The ``lang2net`` command: help, the generate -> export -> predict round trip, and one-line errors for bad input."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from conftest import assert_close
+from PIL import Image
+
+import lang2net
+from lang2net.cli import build_parser, main
+
+SUBCOMMANDS = [
+    "demo",
+    "generate",
+    "predict",
+    "export",
+    "push",
+    "train",
+    "eval",
+    "reproduce",
+    "bench",
+    "bench-generation",
+]
+
+
+def test_every_subcommand_has_help_with_an_example(capsys):
+    choices = build_parser()._subparsers._group_actions[0].choices
+    assert set(SUBCOMMANDS) <= set(choices)
+    for name in SUBCOMMANDS:
+        with pytest.raises(SystemExit) as exit_:
+            main([name, "--help"])
+        assert exit_.value.code == 0
+        out = capsys.readouterr().out
+        assert f"usage: lang2net {name}" in out
+        if name not in ("bench", "bench-generation"):
+            assert "example:" in out, name
+
+
+def test_unknown_subcommand_and_flag_exit_2(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["frobnicate"])
+    assert exit_.value.code == 2 and "invalid choice: 'frobnicate'" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_:
+        main(["generate", "--colour", "red"])
+    assert exit_.value.code == 2
+
+
+@pytest.fixture(scope="module")
+def generator_dir(tmp_path_factory):
+    torch.manual_seed(0)
+    config = lang2net.AdapterConfig(
+        backbone="test_resnet", backbone_weights="random", text_encoder=lang2net.PACKAGED_MINILM, d_model=32, n_heads=2
+    )
+    adapter = lang2net.LanguageConditionedAdapter(config)
+    with torch.no_grad():
+        adapter.generator.deltas.core.weight.normal_(0, 0.05)
+    folder = tmp_path_factory.mktemp("gen") / "generator"
+    adapter.save_pretrained(folder)
+    return folder
+
+
+def _descriptions(tmp_path):
+    path = tmp_path / "classes.yaml"
+    path.write_text(
+        yaml.safe_dump({"sandal": ["An open shoe with straps."], "bag": ["A handbag with a handle."]}, sort_keys=False)
+    )
+    return path
+
+
+def test_generate_export_predict_round_trip(generator_dir, tmp_path, capsys):
+    assert (
+        main(
+            [
+                "generate",
+                "--adapter",
+                str(generator_dir),
+                "--descriptions",
+                str(_descriptions(tmp_path)),
+                "--output",
+                str(tmp_path / "task"),
+            ]
+        )
+        == 0
+    )
+    task = lang2net.TaskAdaptation.from_pretrained(str(tmp_path / "task"))
+    assert task.class_names == ["sandal", "bag"] and task.backbone_weights == "random"
+    assert (
+        main(["export", "--task", str(tmp_path / "task"), "--format", "peft", "--output", str(tmp_path / "peft")]) == 0
+    )
+    assert (tmp_path / "peft" / "adapter_model.safetensors").is_file()
+    images = []
+    for i in range(3):
+        array = np.random.default_rng(i).integers(0, 255, (40, 50, 3), dtype=np.uint8)
+        Image.fromarray(array).save(tmp_path / f"img{i}.png")
+        images.append(str(tmp_path / f"img{i}.png"))
+    (tmp_path / "broken.png").write_bytes(b"not a png")
+    capsys.readouterr()
+    torch.manual_seed(5)  # the task's backbone weights are "random": seed them for a comparable reference
+    assert main(["predict", "--task", str(tmp_path / "task"), *images, "--json", "--top-k", "2"]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [r["image"] for r in rows] == images and all(len(r["labels"]) == 2 for r in rows)
+    assert all(abs(sum(r["probabilities"]) - 1) < 1e-3 for r in rows)
+    torch.manual_seed(5)
+    backbone = lang2net.create_backbone("test_resnet", "random")
+    import timm.data
+
+    from lang2net.cli import _read_images
+    from lang2net.data import to_backbone_input
+
+    _, arrays = _read_images(images, skip_bad=False)
+    with torch.no_grad():
+        probs = task.bind(backbone)(
+            to_backbone_input(arrays, timm.data.resolve_data_config({}, model=backbone))
+        ).softmax(-1)
+    assert_close(torch.tensor([r["probabilities"][0] for r in rows]), probs.max(-1).values, 1e-3, "CLI vs library")
+    assert main(["predict", "--task", str(tmp_path / "task"), str(tmp_path / "broken.png")]) == 1
+    assert "cannot read image" in capsys.readouterr().err
+    assert (
+        main(["predict", "--task", str(tmp_path / "task"), str(tmp_path / "broken.png"), images[0], "--skip-bad"]) == 0
+    )
+    captured = capsys.readouterr()
+    assert "skipped" in captured.err and images[0] in captured.out
+
+
+def test_bad_input_is_one_line_and_nonzero(generator_dir, tmp_path, capsys):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("sandal: [an open shoe\nbag: a handbag\n")
+    assert (
+        main(["generate", "--adapter", str(generator_dir), "--descriptions", str(bad), "--output", str(tmp_path / "t")])
+        == 1
+    )
+    err = capsys.readouterr().err
+    assert err.startswith("lang2net generate: error:") and "line" in err and "Traceback" not in err
+    assert (
+        main(
+            [
+                "generate",
+                "--adapter",
+                str(tmp_path / "nowhere"),
+                "--descriptions",
+                str(_descriptions(tmp_path)),
+                "--output",
+                str(tmp_path / "t"),
+            ]
+        )
+        == 1
+    )
+    err = capsys.readouterr().err
+    assert "nowhere" in err and len(err.strip().splitlines()) == 1
+    with pytest.raises(FileNotFoundError):
+        main(
+            ["--debug", "generate", "--adapter", str(tmp_path / "nowhere"), "--descriptions", str(bad), "--output", "x"]
+        )
+    with pytest.raises(SystemExit):
+        main(["demo", "--describe"])  # the flag needs a value
+    assert main(["demo", "--adapter", str(generator_dir), "--describe", "no colon here"]) == 1
+    assert "expected 'class name: description'" in capsys.readouterr().err
+
+
+def test_explain_prints_every_word_and_writes_html(generator_dir, tmp_path, capsys):
+    path = _descriptions(tmp_path)
+    html = tmp_path / "why.html"
+    args = ["explain", "--adapter", str(generator_dir), "--descriptions", str(path), "--class", "sandal"]
+    assert main([*args, "--html", str(html), "--steps", "2", "--no-color"]) == 0
+    out = capsys.readouterr().out
+    for word in ("open", "shoe", "straps"):
+        assert word in out and word in html.read_text()
+    assert main([*args[:-1], "boot"]) == 1
+    assert "boot" in capsys.readouterr().err
