@@ -249,11 +249,9 @@ def _add_push(sub) -> None:
 def _run_push(args) -> int:
     from .adapter import LanguageConditionedAdapter, TaskAdaptation
 
-    kind = (
-        json.loads((Path(args.folder) / "config.json").read_text()).get("kind")
-        if (Path(args.folder) / "config.json").is_file()
-        else "task"
-    )
+    config = Path(args.folder) / "config.json"
+    data = json.loads(config.read_text(encoding="utf-8")) if config.is_file() else {}
+    kind = data.get("kind") if isinstance(data, dict) else None  # from_pretrained below names any problem
     loaded = (LanguageConditionedAdapter if kind == "generator" else TaskAdaptation).from_pretrained(args.folder)
     url = loaded.push_to_hub(args.repo_id, private=args.private)
     print(f"pushed {args.folder} to {args.repo_id}: {url}")

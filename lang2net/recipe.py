@@ -168,9 +168,13 @@ def load_recipe(path: str | os.PathLike) -> Recipe:
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"recipe not found: {path}")
-    with open(path, encoding="utf-8") as f:
+    with open(path, "rb") as f:
         try:
-            data = yaml.safe_load(f)
+            data = yaml.safe_load(f.read().decode("utf-8"))
+        except UnicodeDecodeError as e:
+            raise ValueError(f"recipe {path} is not UTF-8 text: {e}") from None
+        except RecursionError:
+            raise ValueError(f"recipe {path} nests too deeply to be a recipe") from None
         except yaml.YAMLError as e:
             mark = getattr(e, "problem_mark", None)
             where = f" at line {mark.line + 1}" if mark is not None else ""

@@ -79,9 +79,8 @@ def _checkpoints(output_dir: Path) -> list[Path]:
     root = output_dir / "checkpoints"
     if not root.is_dir():
         return []
-    return sorted(
-        (p for p in root.iterdir() if p.name.startswith("step_") and p.is_dir()), key=lambda p: int(p.name[5:])
-    )
+    found = (p for p in root.iterdir() if p.name.startswith("step_") and p.name[5:].isdigit() and p.is_dir())
+    return sorted(found, key=lambda p: int(p.name[5:]))  # stray folders (step_old, ...) are not checkpoints
 
 
 # data for episodes
