@@ -379,7 +379,11 @@ def publish(recipe, generator_dir: Path, payload: dict, destination: Path, recip
 def _add_bench(sub) -> None:
     from . import bench
 
-    p = sub.add_parser("bench", help="injection speed vs the plain backbone (prints a table, writes JSON)")
+    p = sub.add_parser(
+        "bench",
+        help="injection speed vs the plain backbone (prints a table, writes JSON)",
+        epilog="example: lang2net bench --device cuda --model vit_base_patch16_224 --batch-size 128 --dtype bf16 --compile",
+    )
     bench.add_arguments(p)
     p.set_defaults(func=_run_bench)
 
@@ -387,7 +391,11 @@ def _add_bench(sub) -> None:
 def _add_bench_generation(sub) -> None:
     from . import bench_generation
 
-    p = sub.add_parser("bench-generation", help="time description encoding and descriptions -> TaskAdaptation")
+    p = sub.add_parser(
+        "bench-generation",
+        help="time description encoding and descriptions -> TaskAdaptation",
+        epilog="example: lang2net bench-generation --backbone vit_base_patch16_224 --classes 100",
+    )
     bench_generation.add_arguments(p)
     p.set_defaults(func=lambda args: bench_generation.run(args) and 0)
 

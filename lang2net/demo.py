@@ -20,7 +20,7 @@ _PHOTOS = {  # scikit-image's bundled photos, used when Fashion-MNIST cannot be 
     "astronaut": "astronaut",
     "rocket": "rocket",
     "horse": "horse",
-    "motorcycle_left": "motorcycle",
+    "camera": "photographer",
 }
 
 
