@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -52,6 +53,17 @@ class TargetSpec:
         """The layer's job inside its block, read from its name: qkv, proj, fc1, conv_pw, ..."""
         parts = [p for p in self.name.split(".") if not p.isdigit()]
         return parts[-1] if parts else self.name
+
+
+def reject_unknown_keys(data: Mapping[str, Any], known: Iterable[str], template: str, **context: Any) -> None:
+    """Raise ``ValueError(template.format(unknown=..., known=..., **context))`` when ``data`` has keys outside ``known``.
+
+    Only ``template`` is parsed for fields, so a ``context`` value (a path, a section name) may hold any characters.
+    """
+    known = set(known)
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ValueError(template.format(unknown=unknown, known=sorted(known), **context))
 
 
 def _check_positive(name: str, value: Any) -> None:
@@ -159,9 +171,7 @@ class AdapterConfig:
         if not isinstance(data, dict):
             raise TypeError(f"an AdapterConfig is read from a JSON object, got {type(data).__name__}")
         known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown AdapterConfig keys {unknown}; valid keys: {sorted(known)}")
+        reject_unknown_keys(data, known, "unknown AdapterConfig keys {unknown}; valid keys: {known}")
         return cls(**data)
 
     def to_json(self) -> str:

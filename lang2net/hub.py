@@ -31,7 +31,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor
 
 from . import cards
-from .config import CONFIG_VERSION, AdapterConfig, TargetSpec
+from .config import CONFIG_VERSION, AdapterConfig, TargetSpec, reject_unknown_keys
 from .lowrank import LowRankDelta
 
 if TYPE_CHECKING:
@@ -447,9 +447,7 @@ def load_task(
     data = _read_json(config_path or src.require(TASK_CONFIG_NAME, _TASK_LAYOUT), label)
     _check_marker(data, label, "task")
     _check_version(data.get("format_version"), TASK_FORMAT_VERSION, label)
-    unknown = sorted(set(data) - _TASK_KEYS)
-    if unknown:
-        raise ValueError(f"{label}: unknown keys {unknown}; valid keys: {sorted(_TASK_KEYS)}")
+    reject_unknown_keys(data, _TASK_KEYS, "{label}: unknown keys {unknown}; valid keys: {known}", label=label)
     try:
         specs = AdapterConfig(target_specs=data["target_specs"]).target_specs
         names = _strings(data["class_names"], "class_names")

@@ -7,7 +7,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
-from .config import AdapterConfig
+from .config import AdapterConfig, reject_unknown_keys
 
 __all__ = ["DataConfig", "EvalConfig", "Recipe", "TrainConfig", "load_recipe"]
 
@@ -20,9 +20,7 @@ def _from_dict(cls, data: Any, where: str):
     if not isinstance(data, dict):
         raise ValueError(f"{where} must be a mapping, got {type(data).__name__}")
     known = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - known)
-    if unknown:
-        raise ValueError(f"unknown keys {unknown} in {where}; valid keys: {sorted(known)}")
+    reject_unknown_keys(data, known, "unknown keys {unknown} in {where}; valid keys: {known}", where=where)
     return cls(**data)
 
 
@@ -134,9 +132,7 @@ class Recipe:
         if not isinstance(data, dict):
             raise ValueError(f"a recipe is a mapping, got {type(data).__name__}")
         known = {"name", "adapter", "data", "train", "eval", "description"}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown recipe keys {unknown}; valid keys: {sorted(known)}")
+        reject_unknown_keys(data, known, "unknown recipe keys {unknown}; valid keys: {known}")
         if "name" not in data:
             raise ValueError("a recipe needs a name")
         return cls(
