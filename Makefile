@@ -16,6 +16,10 @@ $(VENV)/.installed: pyproject.toml
 	@# Fashion-MNIST (real images, offline) comes from Debian; elsewhere pass its folder (see lang2net.data)
 	test -d /usr/share/datasets/fashion-mnist || apt-get install -y -q dataset-fashion-mnist \
 		|| echo "note: could not install dataset-fashion-mnist; Fashion-MNIST runs need its folder"
+	@# Emoji benchmark: Unicode CLDR names/keywords from Debian, Twemoji + Noto images from npm (once, into a cache)
+	test -d /usr/share/unicode/cldr/common/annotations || apt-get install -y -q unicode-cldr-core \
+		|| echo "note: could not install unicode-cldr-core; emoji runs need it"
+	$(PY) -m lang2net.data.emoji fetch || echo "note: could not fetch the emoji images (npm); emoji runs need them"
 	touch $@
 
 venv: $(VENV)/.installed
@@ -23,11 +27,11 @@ venv: $(VENV)/.installed
 # Main job: the published Fashion-MNIST generator writes classifiers for classes it never saw, from their
 # descriptions, measured on real test images next to the baselines (ARGS='--describe "name: text"' for your own).
 demo: venv
-	$(PY) -m lang2net.cli demo $(ARGS)
+	$(PY) -m lang2net.apps.cli demo $(ARGS)
 
 # The injection benchmark on small backbones (CPU here; pass ARGS="--device cuda ..." on a GPU).
 bench: venv
-	$(PY) -m lang2net.bench $(ARGS)
+	$(PY) -m lang2net.apps.bench $(ARGS)
 
 lint: venv
 	$(VENV)/bin/ruff check .

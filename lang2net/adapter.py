@@ -1,4 +1,4 @@
-"""LanguageConditionedAdapter (descriptions -> TaskAdaptation) and TaskAdaptation (bind, merge, mixed-task batches).
+"""LanguageConditionedAdapter: the generator, class descriptions -> TaskAdaptation, on PyTorchModelHubMixin.
 
 Axis legend: b images, t tasks, c classes (padded across tasks), e text width, f pooled-feature width.
 """
@@ -10,7 +10,6 @@ import logging
 import os
 import warnings
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -18,359 +17,19 @@ import torch
 from huggingface_hub import ModelCard, PyTorchModelHubMixin
 from torch import Tensor, nn
 
-from . import cards, export, hub
-from .backbones import create_backbone, feature_dim, pooled_features
-from .config import AdapterConfig, TargetSpec
+from .backbones import create_backbone, data_config, feature_dim
+from .config import AdapterConfig
+from .engine.injection import Injection, inject
+from .engine.lowrank import LowRankDelta
 from .generator import TaskGenerator
-from .heads import head_logits
-from .injection import _INJECTED, _INJECTED_LOCK, Injection, inject, plain_copy
-from .lowrank import LowRankDelta, fold_weight
+from .io import cards, folders
+from .io.records import first_non_finite
+from .task import TaskAdaptation, _check_feature_dim, adapted_logits, attach
 from .text import TextEncoder, normalize_descriptions
 
-__all__ = ["LanguageConditionedAdapter", "TaskAdaptation", "TaskClassifier", "attach", "mixed_task_logits"]
+__all__ = ["LanguageConditionedAdapter"]
 
 logger = logging.getLogger(__name__)
-
-
-# helpers
-
-
-def _spec_of(target) -> TargetSpec:
-    return TargetSpec(target.name, target.kind, target.in_features, target.out_features, tuple(target.kernel_size))
-
-
-def attach(backbone: nn.Module, specs: Sequence[TargetSpec], rank: int | None) -> Injection:
-    """The backbone's injection for these targets: reuses one already on the backbone (so several tasks and adapters
-    share one set of hooks) and checks that every target exists there with the shapes the task was made for."""
-    with _INJECTED_LOCK:  # get-or-inject in one step: threads binding tasks to one fresh backbone share one injection
-        inj = _INJECTED.get(backbone)
-        if inj is None:
-            names = [s.name for s in specs]
-            missing = [n for n in names if n not in dict(backbone.named_modules())]
-            if missing:
-                raise ValueError(
-                    f"this task/generator was made for a backbone with layers {missing[:3]}..., which "
-                    f"{type(backbone).__name__} does not have; use the backbone named in its config"
-                )
-            inj = inject(backbone, targets=names, rank=None)
-    for spec in specs:
-        have = inj.targets.get(spec.name)
-        if have is None:
-            raise ValueError(
-                f"target '{spec.name}' is not injected in {type(backbone).__name__}; remove() the other injection first"
-            )
-        if _spec_of(have).shape_group != spec.shape_group:
-            raise ValueError(
-                f"target '{spec.name}' was {spec.shape_group} when this task was made, but is {_spec_of(have).shape_group} "
-                f"in this {type(backbone).__name__}: a task made for one backbone cannot run on another"
-            )
-    return inj
-
-
-def _check_architecture(expected: str, backbone: nn.Module) -> None:
-    """Warn when timm says the backbone is another architecture; the shape checks decide whether it can run."""
-    cfg = getattr(backbone, "pretrained_cfg", None) or {}
-    actual = cfg.get("architecture") if isinstance(cfg, dict) else None
-    if actual and actual != expected.split(".")[0].removeprefix("timm/"):
-        warnings.warn(f"this task was made for {expected!r}, the backbone is {actual!r}", stacklevel=3)
-
-
-def _non_finite(deltas: Mapping[str, LowRankDelta], head_weight: Tensor, head_bias: Tensor) -> str | None:
-    """The first of the head and the deltas that holds inf or nan, by name; None when all are finite."""
-    if not torch.isfinite(head_weight).all() or not torch.isfinite(head_bias).all():
-        return "the head"
-    return next((f"the delta for '{n}'" for n, d in deltas.items() if not d.is_finite()), None)
-
-
-def _check_feature_dim(backbone: nn.Module, width: int) -> None:
-    if feature_dim(backbone) != width:
-        raise ValueError(
-            f"the head expects {width} pooled features but {type(backbone).__name__} gives {feature_dim(backbone)}: "
-            "a task made for one backbone cannot run on another"
-        )
-
-
-# classes
-
-
-@dataclass(eq=False)
-class TaskAdaptation:
-    """A generated classifier: class names and descriptions, backbone deltas and a linear head.
-
-    Attributes:
-        class_names: the classes, in logit order.
-        descriptions: class -> the descriptions it was generated from.
-        deltas: target name -> shared LowRankDelta.
-        head_weight: (c, f) head weights in the backbone's pooled-feature space.
-        head_bias: (c,).
-        backbone: the timm model name the task was made for.
-        target_specs: the adapted layers with their shapes (checked when the task is bound or merged).
-        generator: where the generator came from (a folder, a Hub id, or None).
-    """
-
-    class_names: list[str]
-    descriptions: dict[str, list[str]]
-    deltas: dict[str, LowRankDelta]
-    head_weight: Tensor
-    head_bias: Tensor
-    backbone: str
-    target_specs: list[TargetSpec] = field(default_factory=list)
-    generator: str | None = None
-    backbone_weights: str | None = None  # the weight source of the backbone it was made for ("packaged:...", "timm")
-
-    def __post_init__(self) -> None:
-        c = len(self.class_names)
-        if self.head_weight.ndim != 2 or self.head_weight.shape[0] != c or self.head_bias.shape != (c,):
-            raise ValueError(
-                f"head must be ({c}, f) and ({c},) for {c} classes, got {tuple(self.head_weight.shape)} and {tuple(self.head_bias.shape)}"
-            )
-        if any(d.batched for d in self.deltas.values()):
-            raise ValueError("a TaskAdaptation holds shared deltas; select() one task of a batched generation")
-        if not self.head_weight.is_floating_point() or not self.head_bias.is_floating_point():
-            raise TypeError(f"head must be floating-point, got {self.head_weight.dtype} and {self.head_bias.dtype}")
-        bad = _non_finite(self.deltas, self.head_weight, self.head_bias)
-        if bad:
-            raise ValueError(f"non-finite values (inf/nan) in {bad}: such a task would poison any model it runs in")
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.class_names)
-
-    def bind(self, backbone: nn.Module) -> TaskClassifier:
-        """An nn.Module images -> logits (b, c) running ``backbone`` under this task (the backbone is not copied)."""
-        return TaskClassifier(self, backbone)
-
-    def merge(self, backbone: nn.Module) -> nn.Module:
-        """A standalone copy of ``backbone`` with the deltas folded in and the classifier reset to this task's classes.
-
-        The copy has no hooks and no lang2net dependency at run time; its logits equal ``bind(backbone)``'s.
-        """
-        _check_architecture(self.backbone, backbone)
-        _check_feature_dim(backbone, self.head_weight.shape[1])
-        model = plain_copy(backbone)
-        modules = dict(model.named_modules())
-        with torch.no_grad():
-            for spec in self.target_specs:
-                layer = modules.get(spec.name)
-                if layer is None or _weight_spec(spec.name, layer) != spec.shape_group:
-                    raise ValueError(
-                        f"target '{spec.name}' {spec.shape_group} does not fit this {type(backbone).__name__}"
-                    )
-                delta = self.deltas.get(spec.name)
-                if delta is not None:
-                    folded = fold_weight(layer.weight, delta.to(layer.weight.device))
-                    if not torch.isfinite(folded).all():  # e.g. a finite delta that overflows a bf16/fp16 weight
-                        raise ValueError(f"merging the delta for '{spec.name}' gives non-finite weights")
-                    layer.weight.copy_(folded)
-            model.reset_classifier(self.num_classes)
-            head = model.get_classifier()
-            head.weight.copy_(self.head_weight.to(head.weight))
-            head.bias.copy_(self.head_bias.to(head.bias))
-        cfg = dict(getattr(model, "pretrained_cfg", {}) or {})
-        cfg.update(num_classes=self.num_classes, label_names=list(self.class_names))
-        model.pretrained_cfg = cfg
-        return model
-
-    # Hub and export (the machinery lives in hub.py)
-
-    def save_pretrained(
-        self,
-        save_directory: str | os.PathLike,
-        *,
-        backbone_weights: str | None = None,
-        repo_id: str | None = None,
-        push_to_hub: bool = False,
-        **push_kwargs: Any,
-    ) -> Path | Any:
-        """Write task_config.json, model.safetensors and a model card listing the classes, atomically.
-
-        Args:
-            save_directory: the folder (replaced as a whole if it holds an earlier lang2net artifact).
-            backbone_weights: the weights the backbone was loaded with (``AdapterConfig.backbone_weights``), for the
-                card's base model and usage snippet.
-            repo_id, push_to_hub: also upload the folder to this Hub repo (see :meth:`push_to_hub`).
-        """
-        path = hub.save_task(
-            self, save_directory, repo_id=repo_id, backbone_weights=backbone_weights or self.backbone_weights
-        )
-        if push_to_hub:
-            return self.push_to_hub(
-                repo_id or path.name, backbone_weights=backbone_weights or self.backbone_weights, **push_kwargs
-            )
-        return path
-
-    @classmethod
-    def from_pretrained(
-        cls,
-        pretrained_model_name_or_path: str | os.PathLike,
-        *,
-        revision: str | None = None,
-        cache_dir: str | os.PathLike | None = None,
-        force_download: bool = False,
-        local_files_only: bool = False,
-        token: str | bool | None = None,
-        map_location: str | torch.device = "cpu",
-    ) -> TaskAdaptation:
-        """A task from a folder or a Hub repo id (``revision`` pins a commit; offline it reads the Hub cache).
-
-        Raises:
-            FileNotFoundError: the folder, repo or one of its files is missing.
-            ValueError: the folder is not a lang2net task, its format is newer, or a tensor is missing or misshapen.
-        """
-        return hub.load_task(
-            cls,
-            pretrained_model_name_or_path,
-            revision=revision,
-            map_location=map_location,
-            cache_dir=cache_dir,
-            force_download=force_download,
-            local_files_only=local_files_only,
-            token=token,
-        )
-
-    def push_to_hub(
-        self,
-        repo_id: str,
-        *,
-        backbone_weights: str | None = None,
-        commit_message: str = "Upload lang2net task",
-        **kwargs: Any,
-    ) -> Any:
-        """Upload the folder :meth:`save_pretrained` writes, in one commit (``kwargs``: private, token, branch,
-        create_pr, allow_patterns, ignore_patterns, delete_patterns, as in huggingface_hub)."""
-
-        def write(folder: Path, repo: str) -> None:
-            hub.write_task(self, folder, name=repo, backbone_weights=backbone_weights or self.backbone_weights)
-
-        return hub.push_folder(write, repo_id, commit_message=commit_message, **kwargs)
-
-    def to_peft(
-        self,
-        save_directory: str | os.PathLike,
-        *,
-        model_args: Mapping[str, Any] | None = None,
-        backbone_weights: str | None = None,
-    ) -> Path:
-        """A peft LoRA folder: ``PeftModel.from_pretrained(timm.create_model(backbone, num_classes=C), folder)``
-        (with the backbone's weights) gives this task's logits. ``model_args``: extra timm.create_model arguments."""
-        return export.export_peft(
-            self, save_directory, model_args=model_args, backbone_weights=backbone_weights or self.backbone_weights
-        )
-
-    def to_timm(
-        self,
-        save_directory: str | os.PathLike,
-        backbone: nn.Module,
-        *,
-        model_args: Mapping[str, Any] | None = None,
-        backbone_weights: str | None = None,
-    ) -> Path:
-        """A timm folder of ``merge(backbone)``: ``timm.create_model("local-dir:" + folder, pretrained=True)`` loads
-        it, with ``label_names`` / ``label_descriptions`` in its pretrained_cfg. ``model_args``: the extra
-        timm.create_model arguments ``backbone`` was built with (img_size, ...)."""
-        return export.export_timm(
-            self,
-            save_directory,
-            backbone,
-            model_args=model_args,
-            backbone_weights=backbone_weights or self.backbone_weights,
-        )
-
-    def to(self, device: torch.device | str) -> TaskAdaptation:
-        return TaskAdaptation(
-            list(self.class_names),
-            dict(self.descriptions),
-            {n: d.to(device) for n, d in self.deltas.items()},
-            self.head_weight.to(device),
-            self.head_bias.to(device),
-            self.backbone,
-            list(self.target_specs),
-            self.generator,
-            self.backbone_weights,
-        )
-
-    def __repr__(self) -> str:
-        return f"TaskAdaptation({self.num_classes} classes, {len(self.deltas)} deltas, backbone={self.backbone!r})"
-
-
-def _weight_spec(name: str, layer: nn.Module) -> tuple:
-    w = getattr(layer, "weight", None)
-    if w is None:
-        return ()
-    kind = "linear" if w.ndim == 2 else "conv2d"
-    kernel = (1, 1) if w.ndim == 2 else tuple(w.shape[2:])
-    return (kind, w.shape[1], w.shape[0], kernel)
-
-
-class TaskClassifier(nn.Module):
-    """images -> logits (b, c) of one task: the backbone under the task's deltas, pooled features, generated head."""
-
-    def __init__(self, task: TaskAdaptation, backbone: nn.Module) -> None:
-        super().__init__()
-        _check_architecture(task.backbone, backbone)
-        _check_feature_dim(backbone, task.head_weight.shape[1])
-        self.backbone = backbone
-        self.task = task
-        self.injection = attach(backbone, task.target_specs, rank=None) if task.deltas else None
-        device = next(backbone.parameters()).device
-        self.head = nn.Linear(task.head_weight.shape[1], task.num_classes).to(device)
-        with torch.no_grad():
-            self.head.weight.copy_(task.head_weight)
-            self.head.bias.copy_(task.head_bias)
-        self.deltas = {n: d.to(device) for n, d in task.deltas.items()}
-        self.class_names = list(task.class_names)
-
-    def forward(self, images: Tensor) -> Tensor:
-        if self.injection is None:
-            return self.head(pooled_features(self.backbone, images))
-        with self.injection.apply(self.deltas):
-            features = pooled_features(self.backbone, images)  # (b, f)
-        return self.head(features.to(self.head.weight.dtype))
-
-
-def mixed_task_logits(
-    backbone: nn.Module, tasks: Sequence[TaskAdaptation], images: Tensor, task_ids: Tensor
-) -> tuple[Tensor, Tensor]:
-    """Score each image against its own task's classes in one batch (one delta per sample).
-
-    Returns:
-        logits (b, c_max) with -inf where a task has fewer classes, and the mask (b, c_max) of real classes.
-    """
-    if not tasks:
-        raise ValueError("mixed_task_logits needs at least one task")
-    task_ids = torch.as_tensor(task_ids, device=images.device, dtype=torch.long)
-    if task_ids.shape != (images.shape[0],) or int(task_ids.min()) < 0 or int(task_ids.max()) >= len(tasks):
-        raise ValueError(
-            f"task_ids must be ({images.shape[0]},) indices into {len(tasks)} tasks, got {task_ids.tolist()}"
-        )
-    names = [s.name for s in tasks[0].target_specs if s.name in tasks[0].deltas]
-    for task in tasks[1:]:
-        if [s.name for s in task.target_specs if s.name in task.deltas] != names:
-            raise ValueError("tasks in one mixed batch must come from generators for the same targets")
-    c_max = max(t.num_classes for t in tasks)
-    f = tasks[0].head_weight.shape[1]
-    weight = images.new_zeros(len(tasks), c_max, f)
-    bias = images.new_zeros(len(tasks), c_max)
-    mask = torch.zeros(len(tasks), c_max, dtype=torch.bool, device=images.device)
-    for i, task in enumerate(tasks):
-        weight[i, : task.num_classes] = task.head_weight.to(weight)
-        bias[i, : task.num_classes] = task.head_bias.to(bias)
-        mask[i, : task.num_classes] = True
-    if names:
-        inj = attach(backbone, tasks[0].target_specs, rank=None)
-        per_sample = {
-            n: LowRankDelta(
-                torch.stack([t.deltas[n].A for t in tasks]).to(images.device)[task_ids],
-                torch.stack([t.deltas[n].B for t in tasks]).to(images.device)[task_ids],
-            )
-            for n in names
-        }
-        with inj.apply(per_sample):
-            features = pooled_features(backbone, images)
-    else:
-        features = pooled_features(backbone, images)
-    logits = head_logits(features.to(weight.dtype), weight[task_ids], bias[task_ids])  # (b, c_max)
-    return logits.masked_fill(~mask[task_ids], float("-inf")), mask[task_ids]
 
 
 class LanguageConditionedAdapter(
@@ -406,10 +65,14 @@ class LanguageConditionedAdapter(
             specs = config.target_specs
             if specs is None and config.delta_mode != "none":
                 inj = inject(backbone, targets=config.targets, rank=config.rank)
-                specs = [_spec_of(t) for t in inj.targets.values()]
+                specs = [dataclasses.replace(t, module_type="", per_sample=True) for t in inj.targets.values()]
                 inj.remove()
         return dataclasses.replace(
-            config, text_dim=text_dim, feature_dim=feature_dim(backbone), target_specs=specs or []
+            config,
+            text_dim=text_dim,
+            feature_dim=feature_dim(backbone),
+            target_specs=specs or [],
+            preprocessing=data_config(backbone, config.preprocessing),
         )
 
     def text_encoder_for(self, config: AdapterConfig) -> TextEncoder:
@@ -458,7 +121,7 @@ class LanguageConditionedAdapter(
                 deltas, weight, bias = self.generator(embeddings.to(param.device, param.dtype)[None])
         finally:
             self.train(was_training)
-        bad = _non_finite({n: d.select(0) for n, d in deltas.items()}, weight[0], bias[0])
+        bad = first_non_finite({n: d.select(0) for n, d in deltas.items()}, weight[0], bias[0])
         if bad:
             raise ValueError(
                 f"the generator produced non-finite values (inf/nan) in {bad}; its parameters are corrupt or diverged "
@@ -475,6 +138,7 @@ class LanguageConditionedAdapter(
             target_specs=list(self.config.target_specs),
             generator=self.source,
             backbone_weights=self.config.backbone_weights,
+            preprocessing=dict(self.config.preprocessing),
         )
 
     # training path (activation space, differentiable)
@@ -486,7 +150,7 @@ class LanguageConditionedAdapter(
         adapter's state_dict stays the generator's alone.
         """
         _check_feature_dim(backbone, self.config.feature_dim)
-        inj = attach(backbone, self.config.target_specs, rank=self.config.rank) if self.config.target_specs else None
+        inj = attach(backbone, self.config.target_specs) if self.config.target_specs else None
         backbone.requires_grad_(False)
         # plain attributes, not submodules: the backbone must stay out of the generator's state_dict
         object.__setattr__(self, "_backbone", backbone)
@@ -528,23 +192,19 @@ class LanguageConditionedAdapter(
         if backbone is None:
             raise RuntimeError("call adapter.attach(backbone) before adapter(images, class_embeddings)")
         deltas, weight, bias = self.generator(class_embeddings, mask)
-        if inj is None:
-            features = pooled_features(backbone, images)
-        else:
-            chosen = (
-                {n: d.select(0) for n, d in deltas.items()}
-                if t == 1
-                else {n: LowRankDelta(d.A[task_ids], d.B[task_ids], d.scale) for n, d in deltas.items()}
-            )
-            with inj.apply(chosen, strategy="activation"):
-                features = pooled_features(backbone, images)
         if t == 1:
-            logits = head_logits(features.to(weight.dtype), weight[0], bias[0])
+            chosen = {n: d.select(0) for n, d in deltas.items()}
+            logits = adapted_logits(backbone, inj, chosen, weight[0], bias[0], images, strategy="activation")
             return logits.masked_fill(~mask[0], float("-inf"))
-        logits = head_logits(features.to(weight.dtype), weight[task_ids], bias[task_ids])
+        chosen = {n: LowRankDelta(d.A[task_ids], d.B[task_ids], d.scale) for n, d in deltas.items()}
+        logits = adapted_logits(
+            backbone, inj, chosen, weight[task_ids], bias[task_ids], images, strategy="activation"
+        )  # (b, c)
         return logits.masked_fill(~mask[task_ids], float("-inf"))
 
-    # Hub (PyTorchModelHubMixin's interface; the mixin's non-strict loading is replaced, the machinery is in hub.py)
+    # Hub. The mixin's public save/load/push are kept in signature but routed through lang2net.io: saves are atomic
+    # (the mixin writes in place) and loading is strict (the mixin decodes config.json leniently and loads weights
+    # with strict=False by default). ``_save_pretrained`` / ``_from_pretrained`` are the mixin's hooks.
 
     def save_pretrained(
         self,
@@ -566,11 +226,9 @@ class LanguageConditionedAdapter(
             datasets: Hub dataset ids for the card's metadata.
             recipe: the recipe YAML that built it (default: ``hub_configs/<name>.yaml`` next to ``adapters/<name>``).
         """
-        path = hub.save_generator(
-            self, save_directory, repo_id=repo_id, metrics=metrics, datasets=datasets, recipe=recipe
-        )
+        card = {"metrics": metrics, "datasets": datasets, "recipe": recipe}
+        path = folders.save_generator(save_directory, self.config, self._state(), repo_id=repo_id, **self._card(card))
         if push_to_hub:
-            card = {"metrics": metrics, "datasets": datasets, "recipe": recipe}
             return self.push_to_hub(repo_id or path.name, **card, **push_kwargs)
         return path
 
@@ -585,27 +243,80 @@ class LanguageConditionedAdapter(
         local_files_only: bool = False,
         token: str | bool | None = None,
         map_location: str | torch.device = "cpu",
+        strict: bool = True,
         text_encoder: TextEncoder | None = None,
     ) -> LanguageConditionedAdapter:
         """A generator from a folder or a Hub repo id (``revision`` or ``"owner/name@revision"`` pins a commit;
         offline, including ``HF_HUB_OFFLINE=1``, it reads the Hub cache). Builds neither a backbone nor a text encoder.
+
+        Args:
+            strict: as in the mixin and ``load_state_dict``; True (the default here) refuses missing or unexpected
+                weights, False loads the others and warns. Shapes, dtypes and finiteness are always checked.
 
         Raises:
             FileNotFoundError: the folder, repo or one of its files is missing.
             ValueError: not a lang2net generator, an unknown config key, a newer config version, a corrupt
                 safetensors file, or missing / unexpected / misshapen weights.
         """
-        return hub.load_generator(
-            cls,
-            pretrained_model_name_or_path,
+        return cls._from_pretrained(
+            model_id=os.fspath(pretrained_model_name_or_path),
             revision=revision,
-            map_location=map_location,
-            text_encoder=text_encoder,
             cache_dir=cache_dir,
             force_download=force_download,
             local_files_only=local_files_only,
             token=token,
+            map_location=map_location,
+            strict=strict,
+            text_encoder=text_encoder,
         )
+
+    @classmethod
+    def _from_pretrained(
+        cls,
+        *,
+        model_id: str,
+        revision: str | None = None,
+        cache_dir: str | os.PathLike | None = None,
+        force_download: bool = False,
+        local_files_only: bool = False,
+        token: str | bool | None = None,
+        map_location: str | torch.device = "cpu",
+        strict: bool = True,
+        text_encoder: TextEncoder | None = None,
+        **ignored: Any,
+    ) -> LanguageConditionedAdapter:
+        ignored.pop("config", None)  # the mixin's leniently decoded config: the files are read strictly below
+        ignored.pop("proxies", None)
+        ignored.pop("resume_download", None)
+        if ignored:
+            raise TypeError(f"unexpected arguments {sorted(ignored)} for LanguageConditionedAdapter.from_pretrained")
+        hub = {"cache_dir": cache_dir, "force_download": force_download or None, "token": token}
+        hub["local_files_only"] = local_files_only or None
+        config, state, label = folders.read_generator(model_id, revision=revision, **hub)
+        # shapes first, on the meta device: a config that declares a huge generator must not allocate it (a stranger's
+        # rank=10**7 would take the process down), and the real build below is no larger than the file just read
+        try:
+            with torch.device("meta"):
+                expected = {k: tuple(v.shape) for k, v in cls(config, text_encoder=text_encoder).state_dict().items()}
+        except (RuntimeError, OverflowError, TypeError, ValueError) as e:  # sizes past what torch can describe
+            raise ValueError(f"{label}: describes a generator that cannot be built ({e})") from None
+        what = f"the generator that {label}/{folders.CONFIG_NAME} describes"
+        where = f"{label}/{folders.WEIGHTS_NAME}"
+        if strict:
+            folders.check_tensors(expected, state, where, what)
+        else:
+            common = {k: v for k, v in expected.items() if k in state}
+            folders.check_tensors(common, {k: v for k, v in state.items() if k in common}, where, what)
+            missing, unexpected = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
+            if missing or unexpected:
+                warnings.warn(
+                    f"{where}: strict=False: missing {folders.few(missing)}; unexpected {folders.few(unexpected)}",
+                    stacklevel=3,
+                )
+        adapter = cls(config, text_encoder=text_encoder)  # resolved config: builds neither a backbone nor a text model
+        adapter.load_state_dict(state, strict=strict)
+        adapter.source = label
+        return adapter.to(map_location).eval()
 
     def push_to_hub(
         self,
@@ -619,21 +330,25 @@ class LanguageConditionedAdapter(
     ) -> Any:
         """Upload the folder :meth:`save_pretrained` writes, in one commit (``kwargs``: private, token, branch,
         create_pr, allow_patterns, ignore_patterns, delete_patterns, as in huggingface_hub)."""
+        card = self._card({"metrics": metrics, "datasets": datasets, "recipe": recipe})
 
         def write(folder: Path, repo: str) -> None:
-            hub.write_generator(self, folder, name=repo, metrics=metrics, datasets=datasets, recipe=recipe)
+            folders.write_generator(folder, self.config, self._state(), name=repo, **card)
 
-        return hub.push_folder(write, repo_id, commit_message=commit_message, **kwargs)
+        return folders.push_folder(write, repo_id, commit_message=commit_message, **kwargs)
 
     def generate_model_card(self, name: str | None = None, **card: Any) -> ModelCard:
         """The model card save_pretrained writes (``card``: metrics, datasets, recipe)."""
-        return hub.generator_card(self, name=name or self.source or "lang2net-generator", **card)[0]
+        n_params = sum(p.numel() for p in self.parameters())
+        name = name or self.source or "lang2net-generator"
+        return folders.generator_card(self.config, name=name, n_params=n_params, **self._card(card))[0]
+
+    def _state(self) -> dict[str, Tensor]:
+        return dict(self.state_dict())
+
+    def _card(self, card: dict[str, Any]) -> dict[str, Any]:
+        """Card arguments plus the mixin's own metadata (library_name, license, tags)."""
+        return {**card, "base": type(self)._hub_mixin_info.model_card_data}
 
     def _save_pretrained(self, save_directory: Path) -> None:
-        hub.write_generator(self, Path(save_directory), name=str(save_directory))
-
-    @classmethod
-    def _from_pretrained(cls, *, model_id: str, **kwargs: Any) -> LanguageConditionedAdapter:
-        kwargs.pop("config", None)
-        kwargs.pop("strict", None)  # always strict
-        return hub.load_generator(cls, model_id, **kwargs)
+        folders.write_generator(Path(save_directory), self.config, self._state(), name=Path(save_directory).name)

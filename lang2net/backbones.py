@@ -12,7 +12,7 @@ import timm
 import torch
 from torch import Tensor, nn
 
-__all__ = ["PACKAGED_WEIGHTS", "create_backbone", "feature_dim", "pooled_features"]
+__all__ = ["PACKAGED_WEIGHTS", "create_backbone", "data_config", "feature_dim", "pooled_features"]
 
 logger = logging.getLogger(__name__)
 
@@ -110,3 +110,18 @@ def feature_dim(model: nn.Module) -> int:
 def pooled_features(model: nn.Module, images: Tensor) -> Tensor:
     """(B, F) pooled pre-logit features through timm's forward_features / forward_head contract."""
     return model.forward_head(model.forward_features(images), pre_logits=True)
+
+
+_DATA_KEYS = ("input_size", "interpolation", "mean", "std", "crop_pct", "crop_mode")
+
+
+def data_config(model: nn.Module, override: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """timm's data config of ``model`` (input size, interpolation, mean, std, crop) as JSON-ready values, with the keys
+    of ``override`` (e.g. the ``input_size`` a generator was trained at) taking precedence."""
+    import timm.data
+
+    resolved = timm.data.resolve_data_config({}, model=model)
+    out = {k: (list(v) if isinstance(v, tuple) else v) for k, v in resolved.items() if k in _DATA_KEYS}
+    for key, value in (override or {}).items():
+        out[key] = list(value) if isinstance(value, tuple) else value
+    return out

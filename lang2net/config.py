@@ -5,70 +5,20 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from .engine.targets import Target
+from .utils.checks import check_positive_int, reject_unknown_keys
+
 __all__ = ["CONFIG_VERSION", "DELTA_MODES", "AdapterConfig", "TargetSpec"]
 
-CONFIG_VERSION = "1.0"  # major bumps break loading; minor bumps only add fields with defaults
-DELTA_MODES = ("core", "factors", "none")
+CONFIG_VERSION = "1.1"  # major bumps break loading; minor bumps only add fields with defaults (1.1: preprocessing)
+DELTA_MODES = ("core", "factors", "static", "none")
 
 
-@dataclass(frozen=True)
-class TargetSpec:
-    """A resolved target as the generator sees it (stored so a generator loads without building its backbone)."""
-
-    name: str
-    kind: str
-    in_features: int
-    out_features: int
-    kernel_size: tuple[int, int] = (1, 1)
-
-    def __post_init__(self) -> None:
-        # specs come from saved configs: a bad one must fail here, not as a negative dimension deep in torch
-        if not isinstance(self.name, str) or not self.name:
-            raise ValueError(f"target spec name must be a module name, got {self.name!r}")
-        if self.kind not in ("linear", "conv2d"):
-            raise ValueError(f"target spec '{self.name}': kind must be 'linear' or 'conv2d', got {self.kind!r}")
-        _check_positive(f"target spec '{self.name}' in_features", self.in_features)
-        _check_positive(f"target spec '{self.name}' out_features", self.out_features)
-        kernel = self.kernel_size
-        if not isinstance(kernel, (tuple, list)) or len(kernel) != 2:
-            raise ValueError(f"target spec '{self.name}': kernel_size must be two positive ints, got {kernel!r}")
-        for k in kernel:
-            _check_positive(f"target spec '{self.name}' kernel_size", k)
-        object.__setattr__(self, "kernel_size", tuple(kernel))
-
-    @property
-    def fan_in(self) -> int:
-        return self.in_features * self.kernel_size[0] * self.kernel_size[1]
-
-    @property
-    def shape_group(self) -> tuple[str, int, int, tuple[int, int]]:
-        return (self.kind, self.in_features, self.out_features, tuple(self.kernel_size))
-
-    @property
-    def role(self) -> str:
-        """The layer's job inside its block, read from its name: qkv, proj, fc1, conv_pw, ..."""
-        parts = [p for p in self.name.split(".") if not p.isdigit()]
-        return parts[-1] if parts else self.name
-
-
-def reject_unknown_keys(data: Mapping[str, Any], known: Iterable[str], template: str, **context: Any) -> None:
-    """Raise ``ValueError(template.format(unknown=..., known=..., **context))`` when ``data`` has keys outside ``known``.
-
-    Only ``template`` is parsed for fields, so a ``context`` value (a path, a section name) may hold any characters.
-    """
-    known = set(known)
-    unknown = sorted(set(data) - known)
-    if unknown:
-        raise ValueError(template.format(unknown=unknown, known=sorted(known), **context))
-
-
-def _check_positive(name: str, value: Any) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"{name} must be a positive int, got {value!r}")
+# A saved generator stores its targets as the engine's Target (one type; the old name stays for existing code).
+TargetSpec = Target
 
 
 @dataclass
@@ -83,13 +33,17 @@ class AdapterConfig:
         targets: "auto", a regex or a list of module names (see ``lang2net.inject``).
         rank: rank of the generated deltas (8: LoRA's usual trade-off between capacity and size).
         delta_mode: "core" (learned per-target bases, generated r x r core: few parameters), "factors" (A and B
-            generated directly from the task), or "none" (head only: the N3 baseline without deltas).
+            generated directly from the task), "static" (deltas learned once, the same for every task: no text in
+            them; a control) or "none" (head only: the N3 baseline without deltas).
         d_model: width of the set encoder and of the target queries.
         n_layers: set-encoder layers (self-attention over classes, no positions: permutation equivariant).
         n_heads: attention heads in the set encoder and the target cross-attention.
         dropout: dropout inside the generator during meta-training.
         text_dim, feature_dim, target_specs: filled from the text encoder and backbone when the adapter is built,
             so a saved generator can be rebuilt without loading either.
+        preprocessing: how images are prepared for the backbone: ``input_size`` (3, H, W) the generator was trained
+            at, ``mean``, ``std``, ``interpolation`` (timm's data config keys). Given keys override the backbone's
+            defaults when the adapter is built; tasks inherit it and every image consumer reads it.
     """
 
     backbone: str = "tf_efficientnet_lite0"
@@ -106,6 +60,7 @@ class AdapterConfig:
     text_dim: int | None = None
     feature_dim: int | None = None
     target_specs: list[TargetSpec] | None = None
+    preprocessing: dict[str, Any] = field(default_factory=dict)
     version: str = CONFIG_VERSION
 
     def __post_init__(self) -> None:
@@ -122,7 +77,7 @@ class AdapterConfig:
         if self.delta_mode not in DELTA_MODES:
             raise ValueError(f"delta_mode must be one of {DELTA_MODES}, got {self.delta_mode!r}")
         for name in ("rank", "d_model", "n_layers", "n_heads"):
-            _check_positive(name, getattr(self, name))
+            check_positive_int(name, getattr(self, name))
         if self.d_model % self.n_heads:
             raise ValueError(f"d_model ({self.d_model}) must be divisible by n_heads ({self.n_heads})")
         if (
@@ -139,11 +94,18 @@ class AdapterConfig:
         for name in ("text_dim", "feature_dim"):
             value = getattr(self, name)
             if value is not None:
-                _check_positive(name, value)
+                check_positive_int(name, value)
         if self.target_specs is not None:
             if not isinstance(self.target_specs, (list, tuple)):
                 raise ValueError(f"target_specs must be a list of target specs, got {self.target_specs!r}")
-            self.target_specs = [t if isinstance(t, TargetSpec) else _spec_from_dict(t) for t in self.target_specs]
+            self.target_specs = [t if isinstance(t, Target) else Target.from_dict(t) for t in self.target_specs]
+        if not isinstance(self.preprocessing, dict):
+            raise ValueError(f"preprocessing must be a dict of timm data-config keys, got {self.preprocessing!r}")
+        size = self.preprocessing.get("input_size")
+        if size is not None and (
+            not isinstance(size, (list, tuple)) or len(size) != 3 or not all(isinstance(v, int) and v > 0 for v in size)
+        ):
+            raise ValueError(f"preprocessing['input_size'] must be (channels, height, width), got {size!r}")
         major = str(self.version).split(".")[0]
         if major != CONFIG_VERSION.split(".")[0]:
             raise ValueError(
@@ -161,9 +123,7 @@ class AdapterConfig:
     def to_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
         if self.target_specs is not None:
-            out["target_specs"] = [
-                dataclasses.asdict(t) | {"kernel_size": list(t.kernel_size)} for t in self.target_specs
-            ]
+            out["target_specs"] = [t.to_dict() for t in self.target_specs]
         return out
 
     @classmethod
@@ -188,12 +148,3 @@ class AdapterConfig:
         except json.JSONDecodeError as e:
             raise ValueError(f"AdapterConfig JSON does not parse: {e}") from None
         return cls.from_dict(data)
-
-
-def _spec_from_dict(data: Any) -> TargetSpec:
-    if not isinstance(data, dict):
-        raise ValueError(f"target_specs entries must be objects, got {data!r}")
-    fields = {f.name for f in dataclasses.fields(TargetSpec)}
-    if set(data) - fields or {"name", "kind", "in_features", "out_features"} - set(data):
-        raise ValueError(f"target spec {data!r} must have keys {sorted(fields)}")
-    return TargetSpec(**data)  # TargetSpec checks the values

@@ -6,24 +6,21 @@ width, b images, w words.
 
 from __future__ import annotations
 
-import html
 import math
-import os
-import tempfile
 import warnings
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .adapter import LanguageConditionedAdapter, attach
+from .adapter import LanguageConditionedAdapter
 from .backbones import feature_dim, pooled_features
 from .heads import head_logits
+from .task import attach
 from .text import TextEncoder, normalize_descriptions
 
 __all__ = ["METHODS", "Explanation", "explain"]
@@ -32,7 +29,7 @@ METHODS = ("gradient", "occlusion", "both")
 # Without images the head row is read along one fixed random direction of feature space: its norm cannot serve, since
 # HeadGenerator normalises every row to the same learned length.
 _PROJECTION_SEED = 0
-_SHOWN_ORDER = ("gradient", "occlusion")
+SHOWN_ORDER = ("gradient", "occlusion")
 
 
 # helpers
@@ -49,21 +46,6 @@ def _eval_mode(*modules: nn.Module | None) -> Iterator[None]:
     finally:
         for m, mode in modes:
             m.train(mode)
-
-
-def _write_atomic(path: str | os.PathLike, write: Callable[[Path], None]) -> Path:
-    """Call ``write(tmp)`` on a temporary file next to ``path``, then rename it over ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
 
 
 def _average_ranks(x: Tensor) -> Tensor:
@@ -169,7 +151,7 @@ class _Objective:
         if backbone is not None:
             specs = adapter.config.target_specs
             has_deltas = adapter.generator.deltas is not None and bool(specs)
-            self.injection = attach(backbone, specs, rank=adapter.config.rank) if has_deltas else None
+            self.injection = attach(backbone, specs) if has_deltas else None
             self.images = images.to(next(backbone.parameters()).device)
             if self.injection is None:  # the features do not depend on the text: compute them once
                 with torch.no_grad():
@@ -320,106 +302,18 @@ class Explanation:
     rank_correlation: float | None = None
     steps: int = 1
 
-    def _method(self, method: str | None) -> str:
+    def method(self, method: str | None) -> str:
         if method is None:
-            return next(m for m in _SHOWN_ORDER if m in self.scores)
+            return next(m for m in SHOWN_ORDER if m in self.scores)
         if method not in self.scores:
             raise ValueError(f"method {method!r} was not run; this explanation has {list(self.scores)}")
         return method
 
     def top(self, k: int = 3, method: str | None = None) -> list[tuple[str, float]]:
         """The ``k`` highest-scoring words with their scores (``method``: default the gradient when it ran)."""
-        scores = self.scores[self._method(method)]
+        scores = self.scores[self.method(method)]
         order = sorted(range(len(scores)), key=lambda i: -scores[i])
         return [(self.words[i], scores[i]) for i in order[:k]]
-
-    def _relative(self, method: str) -> list[float]:
-        """Scores divided by the largest magnitude: -1..1."""
-        scores = self.scores[method]
-        peak = max((abs(s) for s in scores), default=0.0)
-        return [s / peak if peak > 0 else 0.0 for s in scores]
-
-    def _header(self) -> list[str]:
-        lines = [f"{self.class_name}: {self.description!r}", f"objective ({self.objective_kind}): {self.objective:.4g}"]
-        if "gradient" in self.scores and self.steps > 1:
-            lines.append(f"gradient: integrated over {self.steps} steps")
-        if self.rank_correlation is not None:
-            lines.append(f"rank correlation, gradient vs occlusion: {self.rank_correlation:+.3f}")
-        return lines
-
-    def to_terminal(self, method: str | None = None, *, color: bool = True) -> str:
-        """The description with words highlighted by score (ANSI colours; ``color=False`` gives plain text) and a
-        per-word table for every method that ran. Positive scores are green, negative red."""
-        method = self._method(method)
-        lines = self._header()
-        if color:
-            parts, cursor = [], 0
-            for (start, end), r in zip(self.spans, self._relative(method), strict=True):
-                parts.append(self.description[cursor:start])
-                level = round(55 + 200 * abs(r))
-                rgb = f"0;{level};0" if r >= 0 else f"{level};0;0"
-                parts.append(f"\x1b[1;38;2;{rgb}m{self.description[start:end]}\x1b[0m")
-                cursor = end
-            parts.append(self.description[cursor:])
-            lines.append(f"{method}: " + "".join(parts))
-        methods = [m for m in _SHOWN_ORDER if m in self.scores]
-        width = max(len(w) for w in self.words) if self.words else 4
-        lines.append("  ".join([f"{'word':<{width}}", *(f"{m:>10}" for m in methods), "bar"]))
-        relative = self._relative(method)
-        for i, word in enumerate(self.words):
-            bar = ("█" if relative[i] >= 0 else "░") * round(20 * abs(relative[i]))
-            values = [f"{self.scores[m][i]:>+10.4f}" for m in methods]
-            lines.append("  ".join([f"{word:<{width}}", *values, bar]))
-        return "\n".join(lines)
-
-    def to_html(self, path: str | os.PathLike, method: str | None = None) -> Path:
-        """Write a self-contained HTML page (highlighted description and a score table), atomically."""
-        method = self._method(method)
-        marks, cursor = [], 0
-        for (start, end), r, s in zip(self.spans, self._relative(method), self.scores[method], strict=True):
-            marks.append(html.escape(self.description[cursor:start]))
-            rgb = "40,160,60" if r >= 0 else "210,50,50"
-            word = html.escape(self.description[start:end])
-            marks.append(f'<mark style="background:rgba({rgb},{abs(r):.3f})" title="{s:+.4g}">{word}</mark>')
-            cursor = end
-        marks.append(html.escape(self.description[cursor:]))
-        methods = [m for m in _SHOWN_ORDER if m in self.scores]
-        head = "".join(f"<th>{m}</th>" for m in methods)
-        rows = "".join(
-            f"<tr><td>{html.escape(w)}</td>" + "".join(f"<td>{self.scores[m][i]:+.4f}</td>" for m in methods) + "</tr>"
-            for i, w in enumerate(self.words)
-        )
-        info = "".join(f"<p>{html.escape(line)}</p>" for line in self._header()[1:])
-        page = (
-            '<!DOCTYPE html>\n<html><head><meta charset="utf-8">'
-            f"<title>lang2net: {html.escape(self.class_name)}</title>"
-            "<style>body{font-family:sans-serif;max-width:50em;margin:2em auto}mark{padding:0 2px;border-radius:3px}"
-            "p.text{font-size:1.4em}td,th{padding:2px 10px;text-align:right}td:first-child{text-align:left}</style>"
-            f"</head><body><h2>{html.escape(self.class_name)}</h2>"
-            f'<p class="text">{"".join(marks)}</p><p>highlight: {method}</p>{info}'
-            f"<table><tr><th>word</th>{head}</tr>{rows}</table></body></html>\n"
-        )
-        return _write_atomic(path, lambda tmp: tmp.write_text(page, encoding="utf-8"))
-
-    def to_png(self, path: str | os.PathLike) -> Path:
-        """Write a bar chart of the per-word scores (one panel per method), atomically."""
-        try:
-            from matplotlib.figure import Figure  # no pyplot: no global figure state, no GUI backend
-        except ImportError:
-            raise ImportError("to_png needs matplotlib: pip install matplotlib (or 'lang2net[train]')") from None
-
-        methods = [m for m in _SHOWN_ORDER if m in self.scores]
-        fig = Figure(figsize=(max(4.0, 0.45 * len(self.words) + 1.5), 1.0 + 2.2 * len(methods)), layout="constrained")
-        axes = fig.subplots(len(methods), 1, squeeze=False)[:, 0]
-        positions = list(range(len(self.words)))
-        for ax, method in zip(axes, methods, strict=True):
-            scores = self.scores[method]
-            ax.bar(positions, scores, color=["#2a9d4a" if s >= 0 else "#d23232" for s in scores])
-            ax.axhline(0.0, color="black", linewidth=0.6)
-            ax.set_xticks(positions, self.words, rotation=45, ha="right", fontsize=9)
-            ax.set_ylabel(method)
-        fig.suptitle(f"{self.class_name}: {self.objective_kind}", fontsize=10)
-        return _write_atomic(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
 
 
 def explain(

@@ -17,9 +17,10 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
-from .config import AdapterConfig, TargetSpec
+from .config import AdapterConfig
+from .engine.lowrank import LowRankDelta
+from .engine.targets import Target
 from .heads import HeadGenerator
-from .lowrank import LowRankDelta
 
 __all__ = ["DeltaGenerator", "SetEncoder", "TaskGenerator"]
 
@@ -32,11 +33,6 @@ def _depth_features(depth: Tensor, n_freq: int = 8) -> Tensor:
     freqs = math.pi * (2.0 ** torch.arange(n_freq, dtype=depth.dtype, device=depth.device))
     angles = depth[:, None] * freqs  # (q, n_freq)
     return torch.cat([angles.sin(), angles.cos()], dim=-1)
-
-
-def _a_tail(spec: TargetSpec) -> tuple[int, ...]:
-    """A's shape after the rank axis: (in,) for Linear, (in, kh, kw) for Conv2d."""
-    return (spec.in_features,) if spec.kind == "linear" else (spec.in_features, *spec.kernel_size)
 
 
 # classes
@@ -78,20 +74,24 @@ class DeltaGenerator(nn.Module):
             r x r core C = core_bound * tanh(.), so ``B @ A = U @ (C @ V)`` with ``||B @ A||_2 <= r * core_bound``.
             Few parameters; the task steers a bounded move inside a learned subspace of each layer.
         "factors": a linear head per shape group emits A and B directly from the query (Text-to-LoRA style).
+        "static": "core" with the task's codes replaced by zeros: deltas learned once and shared by every task, with
+            no text in them (the control that tells adaptation written from language from plain domain tuning).
     Either way the part that depends on the task starts at zero, so an untrained generator emits zero deltas.
     """
 
     def __init__(
-        self, specs: Sequence[TargetSpec], d_model: int, n_heads: int, rank: int, mode: str, core_bound: float = 0.1
+        self, specs: Sequence[Target], d_model: int, n_heads: int, rank: int, mode: str, core_bound: float = 0.1
     ) -> None:
         super().__init__()
-        if mode not in ("core", "factors"):
-            raise ValueError(f"DeltaGenerator mode must be 'core' or 'factors', got {mode!r}")
+        if mode not in ("core", "factors", "static"):
+            raise ValueError(f"DeltaGenerator mode must be 'core', 'factors' or 'static', got {mode!r}")
         if not specs:
             raise ValueError(
                 f"delta_mode={mode!r} needs at least one target, but target_specs is empty; "
                 "use delta_mode='none' for a head-only generator"
             )
+        self.static = mode == "static"
+        mode = "core" if self.static else mode
         self.specs, self.rank, self.mode, self.core_bound = list(specs), rank, mode, core_bound
         roles = sorted({s.role for s in self.specs})
         groups = sorted({s.shape_group for s in self.specs}, key=str)
@@ -139,6 +139,8 @@ class DeltaGenerator(nn.Module):
     def forward(self, codes: Tensor, task: Tensor, mask: Tensor) -> dict[str, LowRankDelta]:
         """codes (t, c, d), task (t, d), mask (t, c) -> {target: LowRankDelta with a leading task axis t}."""
         t = codes.shape[0]
+        if self.static:  # no text reaches the deltas: one learned delta per target, the same for every task
+            codes, task, mask = codes[:, :1] * 0, task * 0, torch.ones_like(mask[:, :1])
         q = self.queries()[None] + task[:, None]  # (t, q, d)
         keys = torch.cat([task[:, None], codes], dim=1)  # (t, 1 + c, d): the task token keeps a 1-class task defined
         pad = torch.cat([torch.zeros_like(mask[:, :1]), ~mask], dim=1)
@@ -152,7 +154,7 @@ class DeltaGenerator(nn.Module):
             return {
                 s.name: LowRankDelta(
                     (cores[:, j] @ F.normalize(self.V[j], dim=1)).view(
-                        t, self.rank, *_a_tail(s)
+                        t, self.rank, *s.a_shape(self.rank)[1:]
                     ),  # (t, r, in[, kh, kw])
                     F.normalize(self.U[j], dim=0).expand(t, -1, -1),  # (t, o, r), unit columns
                 )
@@ -162,7 +164,7 @@ class DeltaGenerator(nn.Module):
         for j, s in enumerate(self.specs):
             flat = self.heads[int(self.group_index[j])](h[:, j])  # (t, r*i + o*r)
             a, b = flat.split([self.rank * s.fan_in, s.out_features * self.rank], dim=-1)
-            a = a.view(t, self.rank, *_a_tail(s))
+            a = a.view(t, self.rank, *s.a_shape(self.rank)[1:])
             out[s.name] = LowRankDelta(a, b.view(t, s.out_features, self.rank))
         return out
 

@@ -11,12 +11,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import torch
-from conftest import make_model
+from conftest import TEXT_DIM, make_model
+from conftest import tiny_adapter as _tiny_adapter
 from torch import nn
 
-from lang2net import AdapterConfig, LanguageConditionedAdapter, TaskAdaptation
+from lang2net import LanguageConditionedAdapter, TaskAdaptation
 
-TEXT_DIM = 384  # the packaged MiniLM's width
 IMG = 32  # test_vit at 32 px: 4 patches, a forward in milliseconds
 
 
@@ -32,17 +32,9 @@ def one_torch_thread() -> Iterator[None]:
 
 
 def tiny_adapter(backbone: str = "test_vit", seed: int = 0, text_encoder=None, **kw) -> LanguageConditionedAdapter:
-    """A small generator whose zero-initialised outputs are moved away from zero, as meta-training would."""
-    torch.manual_seed(seed)
+    """The suite's tiny generator (conftest), at the robustness suite's smaller width."""
     kw = {"d_model": 32, "n_heads": 2, "n_layers": 1, **kw}
-    config = AdapterConfig(backbone=backbone, backbone_weights="random", text_dim=TEXT_DIM, **kw)
-    adapter = LanguageConditionedAdapter(config, text_encoder=text_encoder)
-    gen = torch.Generator().manual_seed(seed + 1)
-    with torch.no_grad():
-        for name, p in adapter.generator.named_parameters():
-            if name.startswith(("deltas.core", "deltas.heads")):
-                p.copy_(torch.randn(p.shape, generator=gen) * 0.05)
-    return adapter.eval()
+    return _tiny_adapter(backbone, seed, text_encoder=text_encoder, **kw)
 
 
 def embeddings(c: int, seed: int = 0) -> torch.Tensor:

@@ -50,6 +50,35 @@ def assert_close(actual: torch.Tensor, expected: torch.Tensor, rel: float, what:
     assert err <= rel * scale, f"{what}: max abs diff {err:.3g} > {rel:g} x output scale {scale:.3g}"
 
 
+TEXT_DIM = 384  # the packaged MiniLM's width: tiny adapters are built without loading a text model
+
+
+def tiny_adapter(backbone: str = "test_vit", seed: int = 0, *, text_encoder=None, trained: bool = True, **config):
+    """A small generator on a timm test model (random backbone weights); ``config``: AdapterConfig fields.
+
+    With ``trained`` its zero-initialised delta outputs are moved away from zero, as meta-training would, so that
+    tests of the deltas are not vacuous.
+    """
+    from lang2net import AdapterConfig, LanguageConditionedAdapter
+
+    torch.manual_seed(seed)
+    cfg = AdapterConfig(backbone=backbone, backbone_weights="random", text_dim=TEXT_DIM, **config)
+    adapter = LanguageConditionedAdapter(cfg, text_encoder=text_encoder)
+    if trained:
+        gen = torch.Generator().manual_seed(seed + 1)
+        with torch.no_grad():
+            for name, p in adapter.generator.named_parameters():
+                if name.startswith(("deltas.core", "deltas.heads")):
+                    p.copy_(torch.randn(p.shape, generator=gen) * 0.05)
+    return adapter.eval()
+
+
+@pytest.fixture(name="tiny_adapter")
+def tiny_adapter_fixture():
+    """The :func:`tiny_adapter` factory, for tests that take it as a fixture."""
+    return tiny_adapter
+
+
 @pytest.fixture
 def copy_model():
     return copy.deepcopy

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import torch
 
-from lang2net import bench
+from lang2net.apps import bench
 
 FAST: dict[str, Any] = {"batch_size": 2, "repeats": 2, "warmup": 1, "device": "cpu", "dtype": "fp32"}
 FAST_ARGS = ["--batch-size", "2", "--repeats", "2", "--warmup", "1", "--device", "cpu", "--dtype", "fp32"]
@@ -161,7 +161,7 @@ def test_compile_cases() -> None:
         assert result["cases"][name]["error"] is None and result["cases"][name]["median_ms"] > 0
         assert result["correctness"]["max_abs_diff"][name] < 1e-4
     assert result["cases"]["compile_shared"]["baseline"] == "compile_plain"
-    assert result["compile_explain_per_sample"]["graph_break_count"] >= 0
+    assert result["compile_explain_per_sample"]["graph_break_count"] == 0  # the hooks trace as one graph
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
@@ -175,7 +175,7 @@ def test_cuda_bf16() -> None:
 def test_generation_benchmark_reports_medians(capsys):
     import argparse
 
-    from lang2net import bench_generation
+    from lang2net.apps import bench_generation
 
     args = bench_generation.add_arguments(argparse.ArgumentParser()).parse_args(
         ["--backbone", "test_vit", "--classes", "12", "--repeats", "2", "--device", "cpu"]

@@ -12,7 +12,7 @@ from conftest import assert_close
 from PIL import Image
 
 import lang2net
-from lang2net.cli import build_parser, main
+from lang2net.apps.cli import build_parser, main
 
 SUBCOMMANDS = [
     "demo",
@@ -108,7 +108,7 @@ def test_generate_export_predict_round_trip(generator_dir, tmp_path, capsys):
     backbone = lang2net.create_backbone("test_resnet", "random")
     import timm.data
 
-    from lang2net.cli import _read_images
+    from lang2net.apps.cli import _read_images
     from lang2net.data import to_backbone_input
 
     _, arrays = _read_images(images, skip_bad=False)

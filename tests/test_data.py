@@ -193,7 +193,7 @@ def test_load_dataset_errors(args, kwargs, error, message):
 
 
 def test_registry_names():
-    assert set(DATASETS) == {"fashion_mnist", "digits", "shapes", "imagefolder"}
+    assert set(DATASETS) == {"fashion_mnist", "digits", "shapes", "imagefolder", "emoji"}
 
 
 def test_labeled_images_subset_relabels_in_given_order():
@@ -312,7 +312,7 @@ def test_split_validation():
         validate_split(split, {"a": ["x"], "b": ["y"]})
     with pytest.raises(ValueError, match=r"both seen and unseen: \['b'\]"):
         ClassSplit(0, ("a", "b"), ("b",))
-    with pytest.raises(ValueError, match="packaged: \\['digits', 'fashion_mnist', 'shapes'\\]"):
+    with pytest.raises(ValueError, match="packaged: \\['digits', 'emoji', 'fashion_mnist', 'shapes'\\]"):
         class_splits("imagefolder")
 
 

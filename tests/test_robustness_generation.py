@@ -168,20 +168,26 @@ EMBEDDING_KINDS = [
 ]  # fmt: skip
 
 
+# what each kind must give, decided in advance (a test that accepts either outcome checks nothing)
+EXPECTED = {
+    **dict.fromkeys(("normal", "zeros", "tiny", "float64", "float16", "bfloat16", "non-contiguous"), "task"),
+    **dict.fromkeys(("requires grad",), "task"),
+    **dict.fromkeys(("one nan", "one inf", "integers", "bool", "a list", "wrong width", "1-D", "3-D"), "error"),
+    **dict.fromkeys(("huge", "too many rows"), "error"),
+}
+
+
 @pytest.mark.parametrize("kind", EMBEDDING_KINDS)
 @settings(max_examples=4, **SETTINGS)
 @given(c=st.integers(1, 64), seed=st.integers(0, 2**16))
 def test_any_embeddings_give_a_task_or_a_clear_error(adapter, kind, c, seed):
     descriptions = {f"c{i}": "x" for i in range(c)}
     e = _weird_embeddings(kind, c, seed)
-    try:
-        task = adapter.generate(descriptions, embeddings=e)
-    except CLEAR as error:
-        event(f"{kind}: {type(error).__name__}")
-        assert kind not in ("normal", "zeros", "tiny", "float64", "float16", "bfloat16", "non-contiguous")
+    if EXPECTED[kind] == "error":
+        with pytest.raises(CLEAR):
+            adapter.generate(descriptions, embeddings=e)
         return
-    event(f"{kind}: generated")
-    assert kind not in ("one nan", "one inf", "integers", "bool", "a list", "wrong width", "1-D", "3-D")
+    task = adapter.generate(descriptions, embeddings=e)
     _check_task(task, list(descriptions), adapter.config)
     assert not task.head_weight.requires_grad
 
@@ -305,7 +311,7 @@ def test_low_precision_logits_stay_close_to_fp32(name, dtype, rel):
         reference = task.bind(model)(x)
         merged_reference = task.merge(model)(x)
         mixed_reference, _ = mixed_task_logits(model, [task, other], x, torch.tensor([0, 1, 0, 1]))
-        lang2net.injection._INJECTED[model].remove()
+        lang2net.engine.injection._INJECTED[model].remove()
         low = model.to(dtype)
         assert_close(task.bind(low)(x.to(dtype)), reference, rel, f"bound {dtype}")
         assert_close(task.merge(low)(x.to(dtype)), merged_reference, rel, f"merged {dtype}")

@@ -28,7 +28,7 @@ from torch import nn
 
 import lang2net
 from lang2net import mixed_task_logits
-from lang2net.injection import _INJECTED
+from lang2net.engine.injection import _INJECTED
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -252,7 +252,7 @@ def test_an_exception_while_injecting_or_merging_changes_nothing(monkeypatch):
     inj = lang2net.inject(model)
     deltas = inj.init_deltas("random", seed=0)
     calls = {"n": 0}
-    real = lang2net.injection.fold_weight
+    real = lang2net.engine.injection.fold_weight
 
     def fold_then_fail(weight, delta):
         calls["n"] += 1
@@ -260,7 +260,7 @@ def test_an_exception_while_injecting_or_merging_changes_nothing(monkeypatch):
             raise Boom("during merge")
         return real(weight, delta)
 
-    monkeypatch.setattr(lang2net.injection, "fold_weight", fold_then_fail)
+    monkeypatch.setattr(lang2net.engine.injection, "fold_weight", fold_then_fail)
     with pytest.raises(Boom):
         inj.merge(deltas)
     assert not inj.merged and state_equal(model.state_dict(), state)

@@ -16,8 +16,10 @@ import torch
 from _robustness import IMG, backbone, listing, make_task, one_torch_thread, snapshot, tiny_adapter
 from huggingface_hub import ModelCard
 
-from lang2net import LanguageConditionedAdapter, TaskAdaptation, hub, training
+from lang2net import LanguageConditionedAdapter, TaskAdaptation
 from lang2net.data import load_descriptions, save_descriptions
+from lang2net.io import folders as hub
+from lang2net.workflows import training
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -158,9 +160,9 @@ CASES = [
 
 def _fail(monkeypatch, kind: str, failure: str) -> None:
     if failure == "ENOSPC in the writer":
-        if kind.startswith("descriptions"):
-            real = os.fdopen
-            monkeypatch.setattr(os, "fdopen", lambda *a, **k: _HalfFile(real(*a, **k)))
+        if kind.startswith("descriptions"):  # the atomic writer hands the text writer a temporary path
+            real = Path.open
+            monkeypatch.setattr(Path, "open", lambda self, *a, **k: _HalfFile(real(self, *a, **k)))
         else:
             module, name = WRITERS[kind]
             monkeypatch.setattr(module, name, _half_then_full(getattr(module, name)))

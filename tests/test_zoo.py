@@ -33,6 +33,8 @@ ZOO: list[tuple[str, dict, tuple[int, int, int] | None]] = [
     ("mixnet_s", {}, (3, 64, 64)),
     ("semnasnet_050", {}, (3, 64, 64)),
     ("swin_tiny_patch4_window7_224", {"img_size": 56}, (3, 56, 56)),
+    ("swinv2_tiny_window8_256", {"img_size": 64, "window_size": 4, "depths": (1, 1, 1, 1)}, (3, 64, 64)),
+    ("swinv2_cr_tiny_224", {"img_size": 64, "window_size": 4, "depths": (1, 1, 1, 1)}, (3, 64, 64)),
     ("deit_tiny_patch16_224", {"img_size": 64}, (3, 64, 64)),
     ("deit_tiny_distilled_patch16_224", {"img_size": 64}, (3, 64, 64)),
     ("vit_tiny_patch16_224", {"img_size": 64}, (3, 64, 64)),
@@ -83,7 +85,9 @@ def _peft_logits(plain: torch.nn.Module, inj: lang2net.Injection, deltas, x: tor
 @pytest.mark.parametrize(("name", "kwargs", "size"), ZOO, ids=[z[0] for z in ZOO])
 def test_strategies_agree_with_each_other_and_with_peft(name, kwargs, size):
     model, x = _build(name, kwargs, size)
-    plain_model = copy.deepcopy(model)
+    # inject() freezes the model; a plain copy must be frozen too: some layers (EdgeNeXt's attention) pick another
+    # kernel when no parameter needs a gradient, which moves the output in the last bits
+    plain_model = copy.deepcopy(model).requires_grad_(False)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # BEiT/EVA bypassed-qkv warnings are asserted in test_injection
         inj = lang2net.inject(model, probe_input=tuple(x.shape[1:]))
@@ -129,6 +133,11 @@ def test_one_delta_per_sample_equals_separate_runs(name, kwargs, size):
     inj.remove()
 
 
-def test_zoo_is_broad():
-    families = {type(make_model(n, **kw)).__name__ for n, kw, _ in ZOO}
-    assert len(ZOO) >= 40 and len(families) >= 12, (len(ZOO), families)
+def test_zoo_covers_every_family_preset():
+    """Every family with a preset is exercised by the equivalence tests above (a preset nobody runs could rot)."""
+    from lang2net.engine.targets import FAMILY_PRESETS
+
+    covered = {cls.__name__ for n, kw, _ in ZOO for cls in type(make_model(n, **kw)).__mro__}
+    # BEiT reads its qkv weight without calling the layer: excluded from the zoo, tested in test_injection
+    elsewhere = {"Beit"}
+    assert sorted(set(FAMILY_PRESETS) - covered - elsewhere) == []

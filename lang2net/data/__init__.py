@@ -2,10 +2,11 @@
 
 from .datasets import DATASETS, DatasetSpec, load_dataset
 from .descriptions import load_descriptions, packaged_descriptions, save_descriptions
+from .emoji import emoji_classes, emoji_descriptions, emoji_root, fetch_emoji, load_emoji
 from .episodes import EpisodeSampler
 from .labeled import LabeledImages, keep_per_class
 from .shapes import ProceduralShapes
-from .splits import ClassSplit, class_splits, validate_split
+from .splits import ClassSplit, class_splits, load_split_file, stratified_class_split, validate_split
 from .transforms import to_backbone_input
 
 __all__ = [
@@ -16,11 +17,18 @@ __all__ = [
     "LabeledImages",
     "ProceduralShapes",
     "class_splits",
+    "emoji_classes",
+    "emoji_descriptions",
+    "emoji_root",
+    "fetch_emoji",
     "keep_per_class",
     "load_dataset",
     "load_descriptions",
+    "load_emoji",
+    "load_split_file",
     "packaged_descriptions",
     "save_descriptions",
+    "stratified_class_split",
     "to_backbone_input",
     "validate_split",
 ]

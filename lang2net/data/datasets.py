@@ -1,4 +1,4 @@
-"""The dataset registry and ``load_dataset``: Fashion-MNIST, scikit-learn digits, procedural shapes, image folders."""
+"""The dataset registry and ``load_dataset``: Fashion-MNIST, scikit-learn digits, procedural shapes, emoji, folders."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import torch
 
 from .descriptions import load_descriptions, packaged_descriptions
 from .digits import DIGIT_CLASSES, read_digits
+from .emoji import EMOJI_SPLITS, load_emoji
 from .fashion_mnist import FASHION_MNIST_CLASSES, read_fashion_mnist
 from .imagefolder import match_descriptions, read_image_folder
 from .labeled import LabeledImages, keep_per_class
@@ -66,6 +67,10 @@ def _shapes(split: str, *, img_size: int | None = None, limit_per_class: int | N
     return LabeledImages(images, labels, list(shapes.class_names), shapes.descriptions, "shapes")
 
 
+def _emoji(split: str, **options) -> LabeledImages:
+    return load_emoji(split, **options)
+
+
 def _imagefolder(split: str, **options) -> LabeledImages:
     return read_image_folder(options.pop("root", None), split, **options)
 
@@ -82,6 +87,12 @@ DATASETS: dict[str, DatasetSpec] = {
         ("train", "test"),
         frozenset({"img_size", "limit_per_class"}),
         "ProceduralShapes, 224 shape x colour x pattern classes, 50/20 renderings per class, 32x32 RGB",
+    ),
+    "emoji": DatasetSpec(
+        _emoji,
+        EMOJI_SPLITS,
+        frozenset({"root", "img_size", "skip_bad", "descriptions"}),
+        "emoji (Twemoji + Noto), 857 animal/food/place/activity/object classes, 1 image per class and style, 64x64 RGB",
     ),
     "imagefolder": DatasetSpec(
         _imagefolder,
@@ -106,22 +117,28 @@ def load_dataset(
     """Load a registered dataset split into memory.
 
     Args:
-        name: a key of :data:`DATASETS`: "fashion_mnist", "digits", "shapes" or "imagefolder".
-        split: "train" or "test".
+        name: a key of :data:`DATASETS`: "fashion_mnist", "digits", "shapes", "emoji" or "imagefolder".
+        split: "train" or "test"; "emoji" also has "twitter" and "google" (one image style each), and its "train" and
+            "test" are the same images of both styles (Twemoji, then Noto): its packaged class split
+            (``class_splits("emoji")``) holds classes out, not images.
         root: Fashion-MNIST folder (idx files or a torchvision root; default: ``$LANG2NET_FASHION_MNIST``, the
-            Debian package folder, ``~/.cache/torchvision``), or the imagefolder root.
+            Debian package folder, ``~/.cache/torchvision``), the emoji cache folder (default:
+            ``$LANG2NET_DATA/emoji``, else ``~/.cache/lang2net/emoji``; ``python -m lang2net.data.emoji fetch``
+            installs it), or the imagefolder root.
         descriptions: a YAML/JSON descriptions file; replaces the packaged ones (it must describe exactly the
-            dataset's classes) or, for imagefolder, defaults to ``root/descriptions.yaml``.
+            dataset's classes) or, for imagefolder, defaults to ``root/descriptions.yaml``. For "emoji" it may name
+            any subset of the classes (a description or a list each) and replaces the generated descriptions of
+            those classes.
         limit_per_class: keep the first n images per class after a shuffle seeded by ``seed``; for "shapes", the
             number of renderings per class (default 50 train, 20 test).
         seed: seed of the ``limit_per_class`` shuffle. Train/test splits never depend on it, nor do the "shapes"
             renderings (fixed per split: every rendering is already an independent random draw).
-        img_size: stored image side for "shapes" (default 32) and "imagefolder" (default 224).
-        skip_bad: imagefolder only: warn about and skip unreadable images instead of raising.
+        img_size: stored image side for "shapes" (default 32), "emoji" (default 64) and "imagefolder" (default 224).
+        skip_bad: imagefolder and emoji only: warn about and skip unreadable images instead of raising.
 
     Raises:
         ValueError: If the name, split or an option is invalid for the dataset, or descriptions do not match.
-        FileNotFoundError: If the dataset files (Fashion-MNIST, image folder, descriptions) are missing.
+        FileNotFoundError: If the dataset files (Fashion-MNIST, emoji data, image folder, descriptions) are missing.
     """
     if name not in DATASETS:
         raise ValueError(f"unknown dataset {name!r}; valid: {sorted(DATASETS)}")

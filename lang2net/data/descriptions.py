@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -12,6 +11,7 @@ from typing import Any
 import yaml
 
 from ..text import _short, normalize_descriptions
+from ..utils.atomic import write_atomic
 
 __all__ = ["DESCRIPTION_FORMATS", "load_descriptions", "packaged_descriptions", "save_descriptions"]
 
@@ -131,7 +131,7 @@ def load_descriptions(path: str | os.PathLike[str]) -> dict[str, list[str]]:
 
 
 def save_descriptions(descriptions: Mapping[str, Sequence[str]], path: str | os.PathLike[str]) -> Path:
-    """Write class -> descriptions as YAML or JSON (by extension), atomically: a temp file, then ``os.replace``.
+    """Write class -> descriptions as YAML or JSON (by extension), atomically: a temp file, then a rename.
 
     Args:
         descriptions: class name -> paraphrases; validated like :func:`load_descriptions`.
@@ -150,17 +150,7 @@ def save_descriptions(descriptions: Mapping[str, Sequence[str]], path: str | os.
         text = json.dumps(data, indent=2, ensure_ascii=False) + "\n"
     else:
         text = yaml.safe_dump(data, sort_keys=False, allow_unicode=True, default_flow_style=False, width=120)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    write_atomic(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
     return path
 
 

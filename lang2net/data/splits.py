@@ -5,6 +5,9 @@ from __future__ import annotations
 import functools
 import itertools
 import json
+import logging
+import os
+import sys
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -15,6 +18,7 @@ import numpy as np
 
 from .descriptions import packaged_descriptions
 from .digits import DIGIT_CLASSES
+from .emoji import emoji_classes, emoji_descriptions
 from .fashion_mnist import FASHION_MNIST_CLASSES
 from .shapes import ATTRIBUTES, ProceduralShapes
 
@@ -25,8 +29,12 @@ __all__ = [
     "compositional_split",
     "generate_splits",
     "kfold_class_split",
+    "load_split_file",
+    "stratified_class_split",
     "validate_split",
 ]
+
+logger = logging.getLogger(__name__)
 
 SPLIT_FORMAT_VERSION = 1
 _SPLITS_DIR = Path(__file__).parent / "splits"
@@ -34,24 +42,34 @@ _KFOLD = {"fashion_mnist": FASHION_MNIST_CLASSES, "digits": DIGIT_CLASSES}
 N_FOLDS = 5
 SPLIT_SEED = 0
 SHAPES_UNSEEN_FRACTION = 0.2
+EMOJI_SPLIT = {"n_folds": 4, "unseen_fraction": 0.25, "validation_fraction": 0.1, "seed": SPLIT_SEED}
 
 
 @dataclass(frozen=True)
 class ClassSplit:
     """One fold: the classes a generator trains on (seen) and the ones it must handle from descriptions (unseen).
 
+    Attributes:
+        fold: the fold number.
+        seen: classes available for training.
+        unseen: classes held out for zero-shot evaluation.
+        validation: a subset of ``seen`` held out from training for calibration, early stopping and hyperparameter
+            choice (empty when the split file has none); :attr:`train_classes` is the rest of ``seen``.
+
     Raises:
-        ValueError: If a side is empty, repeats a class, or the sides overlap.
+        ValueError: If seen or unseen is empty, a side repeats a class, seen and unseen overlap, or validation is
+            not a subset of seen.
         TypeError: If a class name is not a string.
     """
 
     fold: int
     seen: tuple[str, ...]
     unseen: tuple[str, ...]
+    validation: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         # frozen: coerce lists (from JSON) to tuples through object.__setattr__
-        for side in ("seen", "unseen"):
+        for side in ("seen", "unseen", "validation"):
             names = getattr(self, side)
             if isinstance(names, str) or not isinstance(names, Sequence):
                 raise TypeError(f"fold {self.fold}: {side} must be a sequence of class names, got {names!r}")
@@ -59,7 +77,7 @@ class ClassSplit:
             bad = [n for n in names if not isinstance(n, str)]
             if bad:
                 raise TypeError(f"fold {self.fold}: {side} class names must be str, got {bad}")
-            if not names:
+            if not names and side != "validation":
                 raise ValueError(f"fold {self.fold}: no {side} classes")
             repeated = sorted(n for n, k in Counter(names).items() if k > 1)
             if repeated:
@@ -67,6 +85,15 @@ class ClassSplit:
         both = sorted(set(self.seen) & set(self.unseen))
         if both:
             raise ValueError(f"fold {self.fold}: classes both seen and unseen: {both}")
+        outside = [n for n in self.validation if n not in set(self.seen)]
+        if outside:
+            raise ValueError(f"fold {self.fold}: validation classes must be seen classes; not seen: {outside}")
+
+    @property
+    def train_classes(self) -> tuple[str, ...]:
+        """The seen classes minus the validation classes, in seen order."""
+        held = set(self.validation)
+        return tuple(n for n in self.seen if n not in held)
 
 
 def validate_split(split: ClassSplit, descriptions: Mapping[str, Sequence[str]]) -> None:
@@ -142,11 +169,101 @@ def compositional_split(
     return {"folds": [fold]}
 
 
+def _check_stratified(
+    classes: Sequence[str], categories: Sequence[str], n_folds: int, unseen_fraction: float, validation_fraction: float
+) -> None:
+    if len(classes) != len(categories):
+        raise ValueError(f"{len(classes)} classes but {len(categories)} categories; give one category per class")
+    repeated = sorted(n for n, k in Counter(classes).items() if k > 1)
+    if repeated:
+        raise ValueError(f"classes repeat: {repeated}")
+    if isinstance(n_folds, bool) or not isinstance(n_folds, int) or n_folds < 1:
+        raise ValueError(f"n_folds must be a positive int, got {n_folds!r}")
+    if unseen_fraction <= 0 or unseen_fraction * n_folds > 1 + 1e-9:
+        raise ValueError(
+            f"unseen_fraction must be in (0, 1/n_folds] = (0, {1 / n_folds:.4g}] so that the folds' unseen sets are "
+            f"disjoint, got {unseen_fraction!r}"
+        )
+    if not 0 <= validation_fraction < 1:
+        raise ValueError(f"validation_fraction must be in [0, 1), got {validation_fraction!r}")
+
+
+def _draw_validation(
+    members: Mapping[str, Sequence[int]], held: set[int], fraction: float, rng: np.random.Generator
+) -> set[int]:
+    """Per category, ``round(fraction * seen)`` of its classes not in ``held``, drawn with ``rng``."""
+    validation: set[int] = set()
+    for indices in members.values():
+        seen = [i for i in indices if i not in held]
+        validation.update(int(i) for i in rng.permutation(seen)[: round(fraction * len(seen))])
+    return validation
+
+
+def stratified_class_split(
+    classes: Sequence[str],
+    categories: Sequence[str],
+    n_folds: int = 4,
+    unseen_fraction: float = 0.25,
+    validation_fraction: float = 0.1,
+    seed: int = SPLIT_SEED,
+) -> dict[str, Any]:
+    """Folds with disjoint unseen sets, stratified by category, plus validation classes drawn from each fold's seen.
+
+    Per category (in sorted order, one seeded generator for all), a permutation of its classes is cut into
+    ``n_folds`` disjoint groups of ``unseen_fraction`` of the category each (sizes differ by at most one; the larger
+    groups rotate over the folds). With ``unseen_fraction * n_folds == 1`` every class is unseen in exactly one fold.
+    Then, per fold and category, ``round(validation_fraction * seen)`` of the category's seen classes become
+    validation classes.
+
+    Args:
+        classes: class names, each once.
+        categories: the category of each class.
+        n_folds: number of folds.
+        unseen_fraction: share of each category unseen in a fold; at most ``1 / n_folds``.
+        validation_fraction: share of each category's seen classes held out for validation.
+        seed: seed of the generator.
+
+    Returns:
+        ``{"folds": [{"fold", "seen", "unseen", "validation"}, ...]}``, classes in ``classes`` order.
+
+    Raises:
+        ValueError: If the arguments are inconsistent (the message names the bad value and the valid range).
+    """
+    _check_stratified(classes, categories, n_folds, unseen_fraction, validation_fraction)
+    rng = np.random.default_rng(seed)
+    members: dict[str, list[int]] = {}
+    for i, category in enumerate(categories):
+        members.setdefault(category, []).append(i)
+    members = {c: members[c] for c in sorted(members)}
+    unseen: list[set[int]] = [set() for _ in range(n_folds)]
+    offset = 0
+    for indices in members.values():
+        total = min(len(indices), round(unseen_fraction * n_folds * len(indices)))
+        for g, group in enumerate(np.array_split(rng.permutation(indices)[:total], n_folds)):
+            unseen[(g + offset) % n_folds].update(int(i) for i in group)
+        offset += total % n_folds
+    folds = []
+    for fold, held in enumerate(unseen):
+        validation = _draw_validation(members, held, validation_fraction, rng)
+        folds.append(
+            {
+                "fold": fold,
+                "seen": [c for i, c in enumerate(classes) if i not in held],
+                "unseen": [c for i, c in enumerate(classes) if i in held],
+                "validation": [c for i, c in enumerate(classes) if i in validation],
+            }
+        )
+    return {"folds": folds}
+
+
 def generate_splits(name: str) -> dict[str, Any]:
     """The content of a packaged split file, regenerated from its generator.
 
+    "emoji" needs the fetched emoji data and the CLDR annotations (its class names come from them).
+
     Raises:
         ValueError: If ``name`` has no split generator.
+        FileNotFoundError: For "emoji", if its data is missing.
     """
     if name in _KFOLD:
         body = kfold_class_split(_KFOLD[name])
@@ -154,13 +271,74 @@ def generate_splits(name: str) -> dict[str, Any]:
     elif name == "shapes":
         body = compositional_split(ProceduralShapes())
         generator = f"compositional_split(fraction={SHAPES_UNSEEN_FRACTION}, seed={SPLIT_SEED})"
+    elif name == "emoji":
+        classes = emoji_classes()
+        body = stratified_class_split([c.name for c in classes], [c.category for c in classes], **EMOJI_SPLIT)
+        generator = f"stratified_class_split({', '.join(f'{k}={v}' for k, v in EMOJI_SPLIT.items())}) by category"
     else:
-        raise ValueError(f"no split generator for {name!r}; valid: {[*_KFOLD, 'shapes']}")
+        raise ValueError(f"no split generator for {name!r}; valid: {[*_KFOLD, 'shapes', 'emoji']}")
     return {"dataset": name, "version": SPLIT_FORMAT_VERSION, "generator": generator, **body}
 
 
-def _dataset_descriptions(name: str) -> dict[str, list[str]]:
-    return ProceduralShapes().descriptions if name == "shapes" else packaged_descriptions(name)
+def _dataset_descriptions(name: str) -> dict[str, list[str]] | None:
+    """The descriptions a packaged split is checked against; None for emoji when its data is not installed."""
+    if name == "shapes":
+        return ProceduralShapes().descriptions
+    if name == "emoji":
+        try:
+            return emoji_descriptions(emoji_classes())
+        except FileNotFoundError as exc:
+            logger.debug("emoji split not checked against descriptions: %s", exc)
+            return None
+    return packaged_descriptions(name)
+
+
+def _fold(entry: Any, index: int, path: Path) -> ClassSplit:
+    if not isinstance(entry, Mapping) or not {"fold", "seen", "unseen"} <= set(entry):
+        raise ValueError(f"{path}: folds[{index}] must be an object with 'fold', 'seen', 'unseen' (and 'validation')")
+    return ClassSplit(int(entry["fold"]), entry["seen"], entry["unseen"], entry.get("validation", ()))
+
+
+def _read_split_file(path: Path) -> tuple[ClassSplit, ...]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path}: line {exc.lineno}, column {exc.colno}: {exc.msg}") from None
+    if not isinstance(data, Mapping) or not isinstance(data.get("folds"), list) or not data["folds"]:
+        raise ValueError(f'{path}: expected {{"version": {SPLIT_FORMAT_VERSION}, "folds": [...]}} with folds')
+    if data.get("version", SPLIT_FORMAT_VERSION) != SPLIT_FORMAT_VERSION:
+        raise ValueError(f"{path}: split format version {data.get('version')!r}, expected {SPLIT_FORMAT_VERSION}")
+    splits = tuple(_fold(entry, i, path) for i, entry in enumerate(data["folds"]))
+    if [s.fold for s in splits] != list(range(len(splits))):
+        raise ValueError(f"{path}: folds must be numbered 0..{len(splits) - 1}, got {[s.fold for s in splits]}")
+    return splits
+
+
+def load_split_file(
+    path: str | os.PathLike[str], descriptions: Mapping[str, Sequence[str]] | None = None
+) -> list[ClassSplit]:
+    """Read a class split file from anywhere on disk, in the packaged format.
+
+    The format: ``{"version": 1, "folds": [{"fold": 0, "seen": [...], "unseen": [...], "validation": [...]}, ...]}``
+    (``validation`` and ``version`` optional; other keys such as ``dataset`` and ``generator`` are ignored).
+
+    Args:
+        path: the JSON file.
+        descriptions: class name -> descriptions; when given, every seen and unseen class must have some.
+
+    Raises:
+        FileNotFoundError: If the file does not exist.
+        ValueError: If it is not such a file, or (with ``descriptions``) names a class without descriptions.
+        TypeError: If a class name is not a string.
+    """
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(f"class split file not found: {path}")
+    splits = _read_split_file(path)
+    if descriptions is not None:
+        for split in splits:
+            validate_split(split, descriptions)
+    return list(splits)
 
 
 @functools.cache
@@ -170,36 +348,50 @@ def _load_splits(name: str) -> tuple[ClassSplit, ...]:
         shipped = sorted(p.stem for p in _SPLITS_DIR.glob("*.json"))
         raise ValueError(
             f"no packaged class split for {name!r}; packaged: {shipped}. For your own data build "
-            "ClassSplit(fold=0, seen=(...), unseen=(...)) yourself"
+            "ClassSplit(fold=0, seen=(...), unseen=(...)) yourself or pass a split file path"
         )
-    data = json.loads(path.read_text(encoding="utf-8"))
-    if data.get("version") != SPLIT_FORMAT_VERSION:
-        raise ValueError(f"{path}: split format version {data.get('version')!r}, expected {SPLIT_FORMAT_VERSION}")
-    splits = tuple(ClassSplit(int(f["fold"]), f["seen"], f["unseen"]) for f in data["folds"])
-    if [s.fold for s in splits] != list(range(len(splits))):
-        raise ValueError(f"{path}: folds must be numbered 0..{len(splits) - 1}, got {[s.fold for s in splits]}")
+    splits = _read_split_file(path)
     descriptions = _dataset_descriptions(name)
-    for split in splits:
-        validate_split(split, descriptions)
+    if descriptions is not None:
+        for split in splits:
+            validate_split(split, descriptions)
     return splits
 
 
-def class_splits(name: str) -> list[ClassSplit]:
-    """The packaged seen/unseen folds of a dataset: 5 folds of 8 seen + 2 unseen for ``fashion_mnist`` and ``digits``;
-    one fold of held-out attribute combinations for ``shapes``.
+def class_splits(name: str | os.PathLike[str]) -> list[ClassSplit]:
+    """The seen/unseen folds of a packaged dataset, or of a split file given by path.
+
+    Packaged: 5 folds of 8 seen + 2 unseen for ``fashion_mnist`` and ``digits``; one fold of held-out attribute
+    combinations for ``shapes``; for ``emoji``, 4 folds stratified by category, each class unseen in exactly one fold
+    (about 214 unseen, 579 train and 64 validation classes per fold). The emoji split is checked against the emoji
+    descriptions only when the emoji data is installed (without it the file is still read and checked for
+    consistency), because those descriptions are built from the fetched data.
+
+    Args:
+        name: a packaged dataset name, or a path (``os.PathLike``, or a str ending in ``.json``) read with
+            :func:`load_split_file`.
 
     Raises:
         ValueError: If ``name`` has no packaged split, or a split names a class without descriptions.
+        FileNotFoundError: If a split file path does not exist.
     """
+    if isinstance(name, os.PathLike) or name.endswith(".json"):
+        return load_split_file(name)
     return list(_load_splits(name))
 
 
-def _write_packaged_splits() -> None:
-    """Regenerate every packaged split file."""
-    for name in (*_KFOLD, "shapes"):
+def _write_packaged_splits(names: Sequence[str] = (*_KFOLD, "shapes", "emoji")) -> None:
+    """Regenerate packaged split files; emoji only when its data is installed."""
+    for name in names:
+        try:
+            content = generate_splits(name)
+        except FileNotFoundError as exc:
+            logger.warning("not regenerating the %s split: %s", name, exc)
+            continue
         path = _SPLITS_DIR / f"{name}.json"
-        path.write_text(json.dumps(generate_splits(name), indent=1) + "\n", encoding="utf-8")
+        path.write_text(json.dumps(content, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
-if __name__ == "__main__":
-    _write_packaged_splits()
+if __name__ == "__main__":  # python -m lang2net.data.splits [name ...]: rewrite those split files (default: all)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    _write_packaged_splits(sys.argv[1:] or (*_KFOLD, "shapes", "emoji"))

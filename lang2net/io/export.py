@@ -12,17 +12,16 @@ import re
 from collections import Counter
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import timm
 import torch
 from torch import nn
 
+from ..engine.targets import describe_layer
 from . import cards
-from .hub import CARD_NAME, CONFIG_NAME, LIBRARY, WEIGHTS_NAME, _check_tensors, _few, _save_tensors, _writing
-
-if TYPE_CHECKING:
-    from .adapter import TaskAdaptation
+from .folders import CARD_NAME, CONFIG_NAME, LIBRARY, WEIGHTS_NAME, card_name, check_tensors, few, save_tensors, writing
+from .records import TaskData
 
 __all__ = ["export_peft", "export_timm"]
 
@@ -47,13 +46,12 @@ def _classifier_name(model: nn.Module) -> str:
     return names[0]
 
 
-def _check_layers(task: TaskAdaptation, model: nn.Module, where: str) -> dict[str, nn.Module]:
-    from .adapter import _weight_spec
-
+def _check_layers(task: TaskData, model: nn.Module, where: str) -> dict[str, nn.Module]:
     modules = dict(model.named_modules())
     for spec in task.target_specs:
         layer = modules.get(spec.name)
-        if spec.name in task.deltas and (layer is None or _weight_spec(spec.name, layer) != spec.shape_group):
+        found = describe_layer(spec.name, layer) if layer is not None else None
+        if spec.name in task.deltas and (found is None or found.shape_group != spec.shape_group):
             raise ValueError(
                 f"target '{spec.name}' {spec.shape_group} does not exist with that shape in {where}: a task made for "
                 f"{task.backbone!r} cannot be exported for another backbone"
@@ -64,7 +62,7 @@ def _check_layers(task: TaskAdaptation, model: nn.Module, where: str) -> dict[st
 # peft
 
 
-def write_peft(task: TaskAdaptation, folder: Path, *, name: str, model_args: Mapping[str, Any], **card: Any) -> None:
+def write_peft(task: TaskData, folder: Path, *, name: str, model_args: Mapping[str, Any], **card: Any) -> None:
     import peft
 
     if not task.deltas:
@@ -80,7 +78,7 @@ def write_peft(task: TaskAdaptation, folder: Path, *, name: str, model_args: Map
     head = _classifier_name(model)
     clashes = [k for k in modules if k.endswith(head) and k != head]
     if clashes:  # peft matches modules_to_save by plain suffix
-        raise ValueError(f"peft would also treat {_few(clashes)} as the head {head!r}; cannot export this model")
+        raise ValueError(f"peft would also treat {few(clashes)} as the head {head!r}; cannot export this model")
     ranks = Counter(d.rank for d in task.deltas.values())
     alphas = Counter(d.scale * d.rank for d in task.deltas.values())
     r, alpha = ranks.most_common(1)[0][0], alphas.most_common(1)[0][0]
@@ -110,19 +108,11 @@ def write_peft(task: TaskAdaptation, folder: Path, *, name: str, model_args: Map
     cards.export_card(task, "peft", name=name, peft_version=peft.__version__, **card).save(folder / CARD_NAME)
 
 
-def export_peft(
-    task: TaskAdaptation,
-    directory: str | os.PathLike,
-    *,
-    model_args: Mapping[str, Any] | None = None,
-    backbone_weights: str | None = None,
-) -> Path:
+def export_peft(task: TaskData, directory: str | os.PathLike, *, model_args: Mapping[str, Any] | None = None) -> Path:
     """adapter_config.json + adapter_model.safetensors: ``PeftModel.from_pretrained(timm_model, directory)`` with
     ``timm.create_model(task.backbone, num_classes=C, **model_args)`` carrying the backbone's weights gives the task."""
-    with _writing(directory) as tmp:
-        write_peft(
-            task, tmp, name=os.fspath(directory), model_args=dict(model_args or {}), backbone_weights=backbone_weights
-        )
+    with writing(directory) as tmp:
+        write_peft(task, tmp, name=card_name(directory, None), model_args=dict(model_args or {}))
     return Path(directory)
 
 
@@ -134,14 +124,14 @@ _KEEP_NULL = {"pool_size", "first_conv", "classifier"}
 
 
 def write_timm(
-    task: TaskAdaptation, folder: Path, backbone: nn.Module, *, name: str, model_args: Mapping[str, Any], **card: Any
+    task: TaskData, folder: Path, merged: nn.Module, *, name: str, model_args: Mapping[str, Any], **card: Any
 ) -> None:
-    merged = task.merge(backbone)
+    """The timm folder of ``merged`` (the task's deltas folded into its backbone, its head in place)."""
     cfg = dict(getattr(merged, "pretrained_cfg", None) or {})
     architecture = cfg.get("architecture") or task.backbone.split(".")[0]
     want = {k: tuple(v.shape) for k, v in _timm_model(architecture, task.num_classes, model_args).state_dict().items()}
     try:
-        _check_tensors(want, merged.state_dict(), "the merged model", f"timm's {architecture!r} built from config.json")
+        check_tensors(want, merged.state_dict(), "the merged model", f"timm's {architecture!r} built from config.json")
     except ValueError as e:
         raise ValueError(f"{e}; pass model_args= with the arguments the backbone was created with") from None
     descriptions = {c: " / ".join(task.descriptions.get(c, [])) for c in task.class_names}  # timm: one string each
@@ -165,27 +155,20 @@ def write_timm(
         (folder / CONFIG_NAME).write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
     except TypeError as e:
         raise ValueError(f"the backbone's pretrained_cfg does not serialise to JSON ({e})") from None
-    _save_tensors(folder / WEIGHTS_NAME, merged.state_dict())
+    save_tensors(folder / WEIGHTS_NAME, merged.state_dict())
     cards.export_card(task, "timm", name=name, **card).save(folder / CARD_NAME)
 
 
 def export_timm(
-    task: TaskAdaptation,
+    task: TaskData,
     directory: str | os.PathLike,
-    backbone: nn.Module,
+    merged: nn.Module,
     *,
     model_args: Mapping[str, Any] | None = None,
-    backbone_weights: str | None = None,
 ) -> Path:
-    """A timm folder (config.json + model.safetensors): ``timm.create_model("local-dir:" + directory,
-    pretrained=True)`` gives ``task.merge(backbone)``, with ``label_names`` / ``label_descriptions`` in its cfg."""
-    with _writing(directory) as tmp:
-        write_timm(
-            task,
-            tmp,
-            backbone,
-            name=os.fspath(directory),
-            model_args=dict(model_args or {}),
-            backbone_weights=backbone_weights,
-        )
+    """A timm folder (config.json + model.safetensors) of ``merged`` (``task.merge(backbone)``):
+    ``timm.create_model("local-dir:" + directory, pretrained=True)`` gives the same model, with ``label_names`` /
+    ``label_descriptions`` in its pretrained_cfg."""
+    with writing(directory) as tmp:
+        write_timm(task, tmp, merged, name=card_name(directory, None), model_args=dict(model_args or {}))
     return Path(directory)

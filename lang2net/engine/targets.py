@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import difflib
 import importlib
+import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import torch
 from torch import nn
 
+from ..utils.checks import check_positive_int
 from .lowrank import DeltaKind, LowRankDelta
 
-__all__ = ["FAMILY_PRESETS", "Target", "TargetSelection", "classifier_names", "resolve_targets"]
+__all__ = ["FAMILY_PRESETS", "Target", "TargetSelection", "classifier_names", "describe_layer", "resolve_targets"]
 
 # A preset is a fullmatch regex over module names, keyed by model class name (matched along the MRO, so subclasses
 # such as VisionTransformerDistilled inherit their parent's preset). Families not listed fall back to every eligible
@@ -49,15 +52,31 @@ _SUPPORTED_FORWARDS[importlib.import_module("timm.layers").Linear.forward] = "li
 
 @dataclass(frozen=True)
 class Target:
-    """One adapted layer: its name, kind and shapes."""
+    """One adapted layer: its name, kind and shapes. The one target type: the engine resolves them from a model, a
+    generator config stores them (name, kind, in/out features, kernel) so a generator loads without its backbone."""
 
     name: str
     kind: DeltaKind
     in_features: int
     out_features: int
-    kernel_size: tuple[int, int]
-    module_type: str
+    kernel_size: tuple[int, int] = (1, 1)
+    module_type: str = ""
     per_sample: bool = True  # False when the layer's input does not carry the batch (e.g. a position MLP)
+
+    def __post_init__(self) -> None:
+        # targets also come from saved configs: a bad one must fail here, not as a negative dimension deep in torch
+        if not isinstance(self.name, str) or not self.name:
+            raise ValueError(f"target name must be a module name, got {self.name!r}")
+        if self.kind not in ("linear", "conv2d"):
+            raise ValueError(f"target '{self.name}': kind must be 'linear' or 'conv2d', got {self.kind!r}")
+        check_positive_int(f"target '{self.name}' in_features", self.in_features)
+        check_positive_int(f"target '{self.name}' out_features", self.out_features)
+        kernel = self.kernel_size
+        if not isinstance(kernel, (tuple, list)) or len(kernel) != 2:
+            raise ValueError(f"target '{self.name}': kernel_size must be two positive ints, got {kernel!r}")
+        for k in kernel:
+            check_positive_int(f"target '{self.name}' kernel_size", k)
+        object.__setattr__(self, "kernel_size", tuple(kernel))
 
     @property
     def weight_shape(self) -> tuple[int, ...]:
@@ -66,10 +85,40 @@ class Target:
         return (self.out_features, self.in_features, *self.kernel_size)
 
     def a_shape(self, rank: int) -> tuple[int, ...]:
+        """A's shape: (rank, in) for Linear, (rank, in, kh, kw) for Conv2d — the one place it is computed."""
         return (rank, *self.weight_shape[1:])
 
     def b_shape(self, rank: int) -> tuple[int, ...]:
         return (self.out_features, rank)
+
+    @property
+    def fan_in(self) -> int:
+        return math.prod(self.a_shape(1))
+
+    @property
+    def role(self) -> str:
+        """The layer's job inside its block, read from its name: qkv, proj, fc1, conv_pw, ..."""
+        parts = [p for p in self.name.split(".") if not p.isdigit()]
+        return parts[-1] if parts else self.name
+
+    def to_dict(self) -> dict:
+        """What a saved config stores (the shapes; module type and batch behaviour are found again when injected)."""
+        return {
+            "name": self.name,
+            "kind": self.kind,
+            "in_features": self.in_features,
+            "out_features": self.out_features,
+            "kernel_size": list(self.kernel_size),
+        }
+
+    @classmethod
+    def from_dict(cls, data: object) -> Target:
+        if not isinstance(data, dict):
+            raise ValueError(f"target_specs entries must be objects, got {data!r}")
+        keys = {"name", "kind", "in_features", "out_features", "kernel_size"}
+        if set(data) - keys or keys - {"kernel_size"} - set(data):
+            raise ValueError(f"target spec {data!r} must have keys {sorted(keys)}")
+        return cls(**data)
 
     @property
     def shape_group(self) -> tuple[str, int, int, tuple[int, int]]:
@@ -139,6 +188,16 @@ def _kind_or_reason(module: nn.Module) -> tuple[DeltaKind | None, str | None]:
         if getattr(module, "transposed", False):
             return None, "transposed conv; unsupported"
     return kind, None
+
+
+def describe_layer(name: str, module: nn.Module) -> Target | None:
+    """The target ``module`` would be (kind and shapes from its weight), or None when it has no 2-d / 4-d weight."""
+    w = getattr(module, "weight", None)
+    if not isinstance(w, torch.Tensor) or w.ndim not in (2, 4):
+        return None
+    kind: DeltaKind = "linear" if w.ndim == 2 else "conv2d"
+    kernel = (1, 1) if w.ndim == 2 else (int(w.shape[2]), int(w.shape[3]))
+    return Target(name, kind, int(w.shape[1]), int(w.shape[0]), kernel, type(module).__name__)
 
 
 def _describe_target(name: str, module: nn.Module, kind: DeltaKind) -> Target:
@@ -242,7 +301,7 @@ def format_table(targets: dict[str, Target], excluded: dict[str, str], rank: int
     widths = [max(len(row[i]) for row in rows) for i in range(5)]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=False)).rstrip() for row in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
-    n_params = sum((t.in_features * t.kernel_size[0] * t.kernel_size[1] + t.out_features) for t in targets.values())
+    n_params = sum(t.fan_in + t.out_features for t in targets.values())
     if rank is not None:
         lines.append(f"{len(targets)} targets, {n_params * rank:,} delta parameters at rank {rank}")
     if excluded:

@@ -9,8 +9,8 @@ from collections.abc import Callable
 
 import torch
 
-from .adapter import LanguageConditionedAdapter
-from .config import AdapterConfig
+from ..adapter import LanguageConditionedAdapter
+from ..config import AdapterConfig
 
 __all__ = ["add_arguments", "run"]
 

@@ -22,7 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .adapter import LanguageConditionedAdapter
+from ..adapter import LanguageConditionedAdapter
+from ..utils.atomic import write_atomic
 
 __all__ = [
     "aggregate_folds",
@@ -160,7 +161,7 @@ def evaluate_fold(
     """
     import timm.data
 
-    from .data import class_splits, load_dataset, to_backbone_input
+    from ..data import class_splits, load_dataset, to_backbone_input
 
     d = recipe.data
     if test is None:
@@ -251,12 +252,9 @@ def write_report(folds: list[dict], out_dir: str | os.PathLike, title: str, plot
     out.mkdir(parents=True, exist_ok=True)
     summary = aggregate_folds(folds)
     payload = {"title": title, "summary": summary, "folds": folds}
-    tmp = out / ".results.json.tmp"
-    tmp.write_text(json.dumps(payload, indent=2))
-    os.replace(tmp, out / "results.json")
-    (out / "results.md").write_text(
-        f"# {title}\n\nmean ± std over {len(folds)} fold(s), in %\n\n" + markdown_table(summary)
-    )
+    write_atomic(out / "results.json", lambda tmp: tmp.write_text(json.dumps(payload, indent=2)))
+    text = f"# {title}\n\nmean ± std over {len(folds)} fold(s), in %\n\n" + markdown_table(summary)
+    write_atomic(out / "results.md", lambda tmp: tmp.write_text(text, encoding="utf-8"))
     _plots(folds, out, plot_method)
     return payload
 

@@ -5,36 +5,29 @@ from __future__ import annotations
 import argparse
 import contextlib
 import copy
-import importlib.metadata
-import json
 import logging
 import math
-import os
-import platform
 import re
 import statistics
 import sys
 import time
-import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
-from pathlib import Path
 from typing import Any
 
-import timm
 import torch
 from torch import Tensor, nn
 
-from . import __version__
-from .injection import Injection, inject
-from .lowrank import LowRankDelta
+from ..engine.injection import Injection, inject
+from ..engine.lowrank import LowRankDelta
+from .bench_models import DTYPES, create_model, environment, resolve_device, resolve_dtype
+from .bench_report import format_table, write_json
 
 __all__ = ["ALL_CASES", "add_arguments", "build_parser", "format_table", "main", "run", "run_benchmark", "write_json"]
 
 logger = logging.getLogger(__name__)
 
-DTYPES: dict[str, torch.dtype] = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 # agreement tolerance of the correctness check, relative to the largest output magnitude
 TOLERANCE: dict[torch.dtype, float] = {torch.float32: 1e-4, torch.float16: 1e-2, torch.bfloat16: 5e-2}
 FORWARD_CASES = ("plain", "shared", "hook", "per_sample", "merged", "peft", "peft_mixed")
@@ -104,33 +97,6 @@ def _num(value: float | None, factor: float = 1.0) -> float | None:
     return None if value is None or not math.isfinite(value) else float(f"{value * factor:.4g}")
 
 
-def _environment(device: torch.device) -> dict[str, Any]:
-    name = f"{platform.processor() or platform.machine() or 'cpu'} ({torch.get_num_threads()} threads)"
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else name
-    versions = {"torch": torch.__version__, "timm": timm.__version__, "peft": importlib.metadata.version("peft")}
-    versions |= {"lang2net": __version__, "python": platform.python_version()}
-    extra = {"threads": torch.get_num_threads(), "cudnn_benchmark": bool(torch.backends.cudnn.benchmark)}
-    return {"device": str(device), "device_name": name, **versions, **extra}
-
-
-def _resolve_device(device: str | torch.device | None) -> torch.device:
-    if device is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device 'cuda' requested but torch.cuda.is_available() is False")
-    return device
-
-
-def _resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.dtype:
-    if isinstance(dtype, torch.dtype):
-        return dtype
-    dtype = dtype or ("bf16" if device.type == "cuda" else "fp32")
-    if dtype not in DTYPES:
-        raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
-    return DTYPES[dtype]
-
-
 def _select_cases(cases: Sequence[str] | None, compile: bool) -> list[str]:
     """The cases to run, in table order, with the baseline each ratio needs (``compile`` adds the compiled ones)."""
     wanted = set(FORWARD_CASES + TRAIN_CASES) if cases is None else set(cases)
@@ -140,40 +106,6 @@ def _select_cases(cases: Sequence[str] | None, compile: bool) -> list[str]:
     wanted |= set(COMPILE_CASES) if compile else set()
     wanted |= {BASELINES[c] for c in wanted}
     return [c for c in ALL_CASES if c in wanted]
-
-
-def _randomize_gains(model: nn.Module) -> None:
-    """Re-draw 1-d parameters (norm scales and gains in [0.5, 1), small biases); timing does not depend on them.
-
-    timm zero-initialises some residual branches (ResNet's last BN gamma, layer scale 1e-6, NFNet's skipinit gain),
-    which would hide the deltas inside them from the output and make the agreement check vacuous.
-    """
-    gen = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if p.ndim <= 1:
-                gain = name.endswith(("weight", "gamma", "gain", "scale"))
-                p.copy_(
-                    torch.rand(p.shape, generator=gen) / 2 + 0.5 if gain else torch.randn(p.shape, generator=gen) / 20
-                )
-
-
-def _create_model(name: str, img_size: int | None) -> tuple[nn.Module, tuple[int, int, int]]:
-    """A randomly initialised timm model (gains re-drawn) in eval mode and its (C, H, W) input size."""
-    if not timm.is_model(name):
-        raise ValueError(f"unknown timm model {name!r}")
-    torch.manual_seed(0)
-    try:
-        model = timm.create_model(name, pretrained=False, **({} if img_size is None else {"img_size": img_size}))
-    except TypeError:  # the constructor takes no img_size (CNNs): create it plain, it runs at any size
-        if img_size is None:
-            raise
-        torch.manual_seed(0)
-        model = timm.create_model(name, pretrained=False)
-    _randomize_gains(model)
-    cfg_size = tuple(int(s) for s in timm.data.resolve_model_data_config(model)["input_size"])
-    size = (cfg_size[0], img_size, img_size) if img_size is not None else cfg_size
-    return model.eval(), size
 
 
 def _map(deltas: Deltas, fn: Callable[[Tensor], Tensor]) -> Deltas:
@@ -215,7 +147,7 @@ def _prepare(
     name: str, batch_size: int, img_size: int | None, dtype: torch.dtype, device: torch.device, rank: int, targets: Any
 ) -> tuple[_Bench, nn.Module, tuple[int, int, int]]:
     """Models (copies taken before injection), deltas and input; returns the bench, peft's base copy and input size."""
-    model, input_size = _create_model(name, img_size)
+    model, input_size = create_model(name, img_size)
     plain = copy.deepcopy(model).requires_grad_(False)
     peft_base = copy.deepcopy(model)
     model.to(device=device, dtype=dtype)
@@ -456,8 +388,8 @@ def run_benchmark(
     Returns:
         A JSON-ready dict: settings, environment, correctness check and one entry per case.
     """
-    start, dev = time.perf_counter(), _resolve_device(device)
-    torch_dtype, selected = _resolve_dtype(dtype, dev), _select_cases(cases, compile)
+    start, dev = time.perf_counter(), resolve_device(device)
+    torch_dtype, selected = resolve_dtype(dtype, dev), _select_cases(cases, compile)
     repeats = repeats if repeats is not None else (30 if dev.type == "cuda" else 10)
     warmup = warmup if warmup is not None else (5 if dev.type == "cuda" else 2)
     if batch_size < 1 or repeats < 1 or warmup < 0:
@@ -470,7 +402,7 @@ def run_benchmark(
         settings = {"batch_size": batch_size, "input_size": list(input_size), "dtype": dtype_name}
         settings |= {"rank": rank, "targets": targets if isinstance(targets, str) else list(targets)}
         settings |= {"repeats": repeats, "warmup": warmup, "compile": explain is not None}
-        result = {"model": model_name, "settings": settings, "environment": _environment(dev)}
+        result = {"model": model_name, "settings": settings, "environment": environment(dev)}
         result |= {"num_targets": len(bench.inj.targets), "preset": bench.inj.preset, "correctness": check}
         result["cases"] = _summarize(timed, check["max_abs_diff"])
         if explain is not None:
@@ -479,57 +411,6 @@ def run_benchmark(
         return result
     finally:
         bench.inj.remove()
-
-
-def format_table(result: dict[str, Any]) -> str:
-    """A Markdown table of one model's result (case, median ms, ratio, notes), its header line and warnings."""
-    env, settings, explain = result["environment"], result["settings"], result.get("compile_explain_per_sample", {})
-    targets = settings["targets"] if result["preset"] is None else f"{settings['targets']}: {result['preset']}"
-    size = "x".join(map(str, settings["input_size"]))
-    header = (
-        f"device: {env['device_name']} | torch {env['torch']} | timm {env['timm']} | peft {env['peft']} | "
-        f"dtype {settings['dtype']} | batch {settings['batch_size']} | input {size} | rank {settings['rank']} | "
-        f"{result['num_targets']} targets ({targets})"
-    )
-    lines = [f"### {result['model']}", "", header, "", "| case | median ms | ratio | notes |", "|---|---:|---:|---|"]
-    for name, case in result["cases"].items():
-        notes = [case["notes"]]
-        if case["baseline"] not in ("plain", name):
-            notes.append(f"ratio vs {case['baseline']}")
-        if case["max_abs_diff"] is not None:
-            notes.append(f"max abs diff {case['max_abs_diff']:.1e}")
-        if name.startswith("compile_") and case["first_call_ms"] is not None:
-            notes.append(f"first call {case['first_call_ms'] / 1e3:.1f} s")
-        if name == "compile_per_sample" and "graph_break_count" in explain:
-            notes.append(f"graph breaks {explain['graph_break_count']}")
-        if case["error"]:
-            notes.append(f"ERROR {case['error'][:120]}")
-        cells = [name, *("-" if case[k] is None else f"{case[k]:.2f}" for k in ("median_ms", "ratio"))]
-        lines.append("| " + " | ".join([*cells, "; ".join(notes).replace("|", "\\|")]) + " |")
-    check = result["correctness"]
-    tol, effect = check.get("tolerance"), check.get("delta_effect")
-    warns = [f"{name} failed the correctness run: {error[:200]}" for name, error in check["errors"].items()]
-    for n in check["disagree"]:
-        warns.append(f"{n} disagrees with {check['reference']}: max abs diff {check['max_abs_diff'].get(n)} > {tol}")
-    if effect is not None and tol is not None and effect <= tol:
-        warns.append(f"the deltas move the output by only {effect:.1e} (<= tolerance {tol}): a weak check")
-    return "\n".join(lines + [""] * bool(warns) + [f"WARNING: {w}" for w in warns])
-
-
-def write_json(data: dict[str, Any], path: str | os.PathLike[str]) -> Path:
-    """Write ``data`` as JSON atomically (a temp file in the same folder, then os.replace); returns the path."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        with open(tmp, "x", encoding="utf-8") as f:
-            json.dump(data, f, indent=2, allow_nan=False)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return path
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -567,7 +448,7 @@ def _model_specs(args: argparse.Namespace, device: torch.device) -> list[tuple[s
 
 def run(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
     """Run the benchmark for parsed ``args``: print a table per model, write its JSON; returns model -> result."""
-    device = _resolve_device(args.device)
+    device = resolve_device(args.device)
     specs = _model_specs(args, device)
     if len(specs) > 1 and "{model}" not in args.out:
         raise ValueError(f"--out {args.out!r} needs '{{model}}' when several models run")

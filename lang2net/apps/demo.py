@@ -11,6 +11,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..utils.atomic import write_atomic
+
 __all__ = ["DEFAULT_ADAPTER", "DemoResult", "format_result", "parse_describe", "prediction_grid", "run_demo"]
 
 DEFAULT_ADAPTER = "adapters/fashion-mnist-effnet-lite0"
@@ -48,7 +50,7 @@ def parse_describe(items: Sequence[str]) -> dict[str, list[str]]:
 
 
 def _recipe_for(adapter_path: str, adapter_config, img_size: int | None, limit: int):
-    from .recipe import DataConfig, Recipe, load_recipe
+    from ..workflows.recipe import DataConfig, Recipe, load_recipe
 
     name = Path(adapter_path).name
     candidates = [
@@ -94,11 +96,8 @@ def prediction_grid(images: torch.Tensor, predicted: Sequence[str], truth: Seque
         color = "black" if true is None else ("green" if pred == true else "red")
         ax.set_title(pred if true is None or pred == true else f"{pred}\n(is {true})", fontsize=8, color=color)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=110)
+    write_atomic(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
     plt.close(fig)
-    os.replace(tmp, path)
     return path
 
 
@@ -116,7 +115,7 @@ def _photos(img_size: int) -> tuple[torch.Tensor, list[str]]:
 
 
 def _classify(adapter, backbone, descriptions, images, data_config, img_size) -> list[str]:
-    from .data import to_backbone_input
+    from ..data import to_backbone_input
 
     model = adapter.generate(descriptions).bind(backbone)
     with torch.no_grad():
@@ -142,9 +141,9 @@ def run_demo(
     """
     import timm.data
 
-    from .adapter import LanguageConditionedAdapter
-    from .data import class_splits, load_dataset
-    from .evaluation import evaluate_fold
+    from ..adapter import LanguageConditionedAdapter
+    from ..data import class_splits, load_dataset
+    from ..workflows.evaluation import evaluate_fold
 
     adapter = LanguageConditionedAdapter.from_pretrained(adapter_path)
     recipe = _recipe_for(adapter_path, adapter.config, img_size, limit_per_class)

@@ -8,7 +8,6 @@ import logging
 import math
 import os
 import shutil
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +17,8 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
-from .adapter import LanguageConditionedAdapter
+from ..adapter import LanguageConditionedAdapter
+from ..utils.atomic import atomic_folder
 from .recipe import Recipe
 
 __all__ = ["EpisodeData", "TrainResult", "TrainingDiverged", "prepare_episode_data", "train"]
@@ -54,25 +54,20 @@ def _lr_lambda(warmup: int, total: int):
 
 def _atomic_dir(final: Path, write) -> None:
     """Write a folder through a sibling temp folder and a rename: a failure never leaves a half-written one."""
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
-    try:
+    with atomic_folder(final) as tmp:
         write(tmp)
-        if final.exists():
-            old = final.with_name(f".{final.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(final, old)
-            try:
-                os.replace(tmp, final)
-            except BaseException:
-                os.replace(old, final)  # the previous folder goes back where it was
-                raise
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+
+
+def _init_from(adapter: LanguageConditionedAdapter, folder: str) -> None:
+    """Copy every weight of a trained generator whose name and shape match (e.g. a head-only run's set encoder and
+    head into a delta run); the others keep their initialisation."""
+    donor = LanguageConditionedAdapter.from_pretrained(folder).state_dict()
+    own = adapter.state_dict()
+    matched = {k: v for k, v in donor.items() if k in own and own[k].shape == v.shape}
+    if not matched:
+        raise ValueError(f"train.init_from={folder!r} shares no weights with this generator")
+    adapter.load_state_dict(matched, strict=False)
+    logger.info("initialised %d of %d tensors from %s", len(matched), len(own), folder)
 
 
 def _checkpoints(output_dir: Path) -> list[Path]:
@@ -98,37 +93,55 @@ class EpisodeData:
     img_size: int
 
 
-def prepare_episode_data(recipe: Recipe, adapter: LanguageConditionedAdapter, backbone, fold: int) -> EpisodeData:
-    """Load the training split, keep the fold's seen classes, and embed every description once (text model frozen)."""
-    import timm.data
-
-    from .data import class_splits, load_dataset, validate_split
+def load_split(recipe: Recipe, fold: int):
+    """The recipe's class split for ``fold``: its split file, else the one shipped for its dataset."""
+    from ..data import class_splits, load_split_file
 
     d = recipe.data
-    train = load_dataset(
+    if d.split_file is not None:
+        splits = load_split_file(d.split_file)
+    elif d.dataset == "imagefolder":
+        raise ValueError("imagefolder training needs seen/unseen classes: set data.split_file to a class-split JSON")
+    else:
+        splits = class_splits(d.dataset)
+    if not 0 <= fold < len(splits):
+        raise ValueError(f"fold {fold} does not exist for {d.split_file or d.dataset}: folds 0..{len(splits) - 1}")
+    return splits[fold]
+
+
+def load_recipe_data(recipe: Recipe, split: str, limit_per_class: int | None):
+    """A split of the recipe's dataset, decoded once at the recipe's image size where the loader can."""
+    from ..data import DATASETS, load_dataset
+
+    d = recipe.data
+    sized = "img_size" in DATASETS[d.dataset].options if d.dataset in DATASETS else False
+    return load_dataset(
         d.dataset,
-        "train",
+        split,
         root=d.root,
         descriptions=d.descriptions,
-        limit_per_class=d.limit_per_class,
+        limit_per_class=limit_per_class,
         seed=recipe.train.seed,
+        **({"img_size": d.img_size} if sized else {}),
     )
-    splits = class_splits(d.dataset) if d.dataset != "imagefolder" else None
-    if splits is None:
-        raise ValueError(
-            "imagefolder training needs seen/unseen classes: give them in a split file (not supported yet)"
-        )
-    if not 0 <= fold < len(splits):
-        raise ValueError(f"fold {fold} does not exist for {d.dataset}: folds 0..{len(splits) - 1}")
-    split = splits[fold]
+
+
+def prepare_episode_data(recipe: Recipe, adapter: LanguageConditionedAdapter, backbone, fold: int) -> EpisodeData:
+    """Load the training split, keep the fold's training classes (seen minus validation), and embed every description
+    once (text model frozen)."""
+    from ..data import validate_split
+
+    d = recipe.data
+    train = load_recipe_data(recipe, d.train_split, d.limit_per_class)
+    split = load_split(recipe, fold)
     validate_split(split, train.descriptions)
-    if recipe.train.k_way > len(split.seen):
-        raise ValueError(f"train.k_way={recipe.train.k_way} exceeds the {len(split.seen)} seen classes of fold {fold}")
-    seen = [train.class_names.index(c) for c in split.seen]
+    classes = split.train_classes
+    if recipe.train.k_way > len(classes):
+        raise ValueError(f"train.k_way={recipe.train.k_way} exceeds the {len(classes)} training classes of fold {fold}")
+    seen = [train.class_names.index(c) for c in classes]
     encoder = adapter.text_encoder
     paraphrases = [encoder.encode(train.descriptions[c]) for c in train.class_names]
-    data_config = timm.data.resolve_data_config({}, model=backbone)
-    return EpisodeData(train.images, train.labels, seen, paraphrases, data_config, d.img_size)
+    return EpisodeData(train.images, train.labels, seen, paraphrases, dict(adapter.config.preprocessing), d.img_size)
 
 
 # the loop
@@ -141,7 +154,7 @@ class _Run:
         from accelerate import Accelerator
         from accelerate.utils import DistributedDataParallelKwargs
 
-        from .data import EpisodeSampler
+        from ..data import EpisodeSampler
 
         cfg = recipe.train
         use_cuda = torch.cuda.is_available()
@@ -154,7 +167,13 @@ class _Run:
         self.recipe, self.output_dir, self.fold = recipe, output_dir, fold
         torch.manual_seed(cfg.seed)  # identical initial weights on every process
         adapter_cfg = dataclasses.replace(recipe.adapter, delta_mode="none") if head_only else recipe.adapter
+        size = recipe.data.img_size  # the generator records the input size it is trained at
+        adapter_cfg = dataclasses.replace(
+            adapter_cfg, preprocessing={**adapter_cfg.preprocessing, "input_size": [3, size, size]}
+        )
         self.adapter = LanguageConditionedAdapter(adapter_cfg)
+        if cfg.init_from:
+            _init_from(self.adapter, cfg.init_from)
         self.backbone = self.adapter.create_backbone().to(self.accelerator.device)
         self.data = prepare_episode_data(recipe, self.adapter, self.backbone, fold)
         self.adapter.attach(self.backbone)
@@ -163,6 +182,7 @@ class _Run:
             self.data.labels, self.data.seen, cfg.k_way, cfg.batch_size, seed=cfg.seed + 1000 * rank
         )
         self.paraphrase_rng = torch.Generator().manual_seed(cfg.seed + 7 + 1000 * rank)
+        self.augment_rng = torch.Generator().manual_seed(cfg.seed + 11 + 1000 * rank)
         optimizer = torch.optim.AdamW(self.adapter.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         # the scheduler is stepped by hand: accelerate's wrapper would step it once per process
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(cfg.warmup_steps, cfg.steps))
@@ -170,7 +190,8 @@ class _Run:
         self.step = 0
 
     def episode(self) -> tuple[Tensor, Tensor, Tensor]:
-        from .data import to_backbone_input
+        from ..data import to_backbone_input
+        from ..data.augment import augment_batch
 
         classes, index = self.sampler.sample()
         choice = [
@@ -183,7 +204,8 @@ class _Run:
         position = torch.full((int(self.data.labels.max()) + 1,), -1, dtype=torch.long)
         position[classes] = torch.arange(len(classes))
         targets = position[self.data.labels[index]]  # (b,) index into the episode's classes
-        images = to_backbone_input(self.data.images[index], self.data.data_config, self.data.img_size)
+        raw = augment_batch(self.data.images[index], self.recipe.train.augment, self.augment_rng)
+        images = to_backbone_input(raw, self.data.data_config, self.data.img_size)
         device = self.accelerator.device
         return images.to(device), embeddings.to(device), targets.to(device)
 
@@ -191,7 +213,7 @@ class _Run:
         images, embeddings, targets = self.episode()
         with self.accelerator.autocast():
             logits = self.model(images, embeddings)
-        loss = F.cross_entropy(logits.float(), targets)
+        loss = F.cross_entropy(logits.float(), targets, label_smoothing=self.recipe.train.label_smoothing)
         finite = self.accelerator.reduce(torch.isfinite(loss).float().reshape(1), reduction="sum")
         if int(finite.item()) != self.accelerator.num_processes:
             kept = _checkpoints(self.output_dir)
@@ -217,6 +239,7 @@ class _Run:
         rng = {
             "sampler": sampler.pop("generator"),
             "paraphrase": self.paraphrase_rng.get_state(),
+            "augment": self.augment_rng.get_state(),
             "torch": torch.get_rng_state(),
         }
 
@@ -253,6 +276,8 @@ class _Run:
         sampler = json.loads((path / f"sampler_rank{acc.process_index}.json").read_text())
         self.sampler.load_state_dict({**sampler, "generator": rng["sampler"]})
         self.paraphrase_rng.set_state(rng["paraphrase"])
+        if "augment" in rng:  # checkpoints written before augmentation existed
+            self.augment_rng.set_state(rng["augment"])
         torch.set_rng_state(rng["torch"])
         self.step = int(state["step"])
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
-import importlib
 import logging
 import math
 import threading
@@ -23,24 +22,22 @@ import warnings
 import weakref
 from collections.abc import Iterator, Mapping, Sequence
 from contextvars import ContextVar
-from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .lowrank import LowRankDelta, conv2d_delta, fold_weight, linear_delta
+from ..utils.checks import check_positive_int
+from .hooks import CallState, HookedForward
+from .lowrank import LowRankDelta, fold_weight
 from .targets import Target, _close_names, format_table, resolve_targets
 
-__all__ = ["Injection", "Strategy", "inject", "plain_copy"]
+__all__ = ["Injection", "Strategy", "inject", "injection_of", "plain_copy", "shared_injection"]
 
 logger = logging.getLogger(__name__)
 
 Strategy = Literal["auto", "activation", "weight"]
 _STRATEGIES = ("auto", "activation", "weight")
-_same = importlib.import_module("timm.layers.conv2d_same")
-_padding = importlib.import_module("timm.layers.padding")
 
 _BYPASSED = "bypassed: the model reads its weight without calling the module (e.g. F.linear(x, self.qkv.weight, ...))"
 _BATCH_FREE = "its input does not carry the batch axis (shared by all samples), so it cannot take per-sample deltas"
@@ -52,31 +49,6 @@ _INJECTED_LOCK = threading.RLock()
 
 
 # helpers
-
-
-def _conv_input(module: nn.Conv2d, x: Tensor) -> tuple[Tensor, tuple[int, int] | str]:
-    """The input as the conv itself pads it, and the padding left for F.conv2d (the delta must see the same pixels)."""
-    if isinstance(module, _same.Conv2dSame):
-        return _padding.pad_same(x, module.kernel_size, module.stride, module.dilation), (0, 0)
-    if module.padding_mode != "zeros":
-        return F.pad(x, module._reversed_padding_repeated_twice, mode=module.padding_mode), (0, 0)
-    return x, module.padding
-
-
-def _forward_with_weight(module: nn.Module, kind: str, x: Tensor, weight: Tensor) -> Tensor:
-    """The layer's own function with ``weight`` in place of ``module.weight``; the module is not modified."""
-    if kind == "linear":
-        return F.linear(x, weight, module.bias)
-    if isinstance(module, _same.Conv2dSame):
-        return _same.conv2d_same(x, weight, module.bias, module.stride, module.padding, module.dilation, module.groups)
-    return module._conv_forward(x, weight, module.bias)
-
-
-def _activation_delta(module: nn.Module, kind: str, x: Tensor, delta: LowRankDelta) -> Tensor:
-    if kind == "linear":
-        return linear_delta(x, delta)
-    x, padding = _conv_input(module, x)
-    return conv2d_delta(x, delta, module.stride, padding, module.dilation)
 
 
 def _example_input(model: nn.Module, example: Tensor | Sequence[int] | None) -> Tensor:
@@ -103,56 +75,6 @@ def _example_input(model: nn.Module, example: Tensor | Sequence[int] | None) -> 
 # classes
 
 
-@dataclass(eq=False)
-class _CallState:
-    """What one ``apply`` call (or the probe) asks the hooks to do; lives in a ContextVar, never on the model."""
-
-    deltas: Mapping[str, LowRankDelta]
-    weight_space: bool
-    fired: dict[str, int] | None = None  # probe only: target name -> leading axis of its input
-
-    def run(self, name: str, module: nn.Module, kind: str, original, args: tuple, kwargs: dict) -> Any:
-        if self.fired is not None:
-            x = args[0] if args else kwargs["input"]
-            self.fired[name] = x.shape[0] if x.ndim else 0
-        delta = self.deltas.get(name)
-        if delta is None:
-            return original(*args, **kwargs)
-        x = args[0] if args else kwargs["input"]
-        if delta.batched and x.shape[0] % delta.B.shape[0]:
-            raise ValueError(
-                f"target '{name}': input's leading axis {x.shape[0]} is not a multiple of the {delta.B.shape[0]} "
-                "per-sample deltas (the batch must be the outer factor of any folded axis)"
-            )
-        if self.weight_space:
-            return _forward_with_weight(module, kind, x, fold_weight(module.weight, delta))
-        y = original(*args, **kwargs)
-        return y + _activation_delta(module, kind, x, delta).to(y.dtype)
-
-
-class _HookedForward:
-    """The hook on one target: the layer's own forward outside ``apply``, the call's strategy inside.
-
-    It replaces the instance's ``forward`` attribute (the class, parameters and state_dict stay as they are). A deep
-    copy of an injected model gets the layer's plain forward instead of a hook bound to the original layer.
-    """
-
-    def __init__(self, var: ContextVar, name: str, kind: str, module: nn.Module, original) -> None:
-        self.var, self.name, self.kind, self.module, self.original = var, name, kind, module, original
-
-    def __call__(self, *args, **kwargs):
-        state = self.var.get()
-        if state is None:
-            return self.original(*args, **kwargs)
-        return state.run(self.name, self.module, self.kind, self.original, args, kwargs)
-
-    def __deepcopy__(self, memo: dict):
-        clone = memo.get(id(self.module))
-        if clone is None:  # copied on its own, not as part of its module
-            raise TypeError("a lang2net hook cannot be copied without its module")
-        return type(clone).forward.__get__(clone)
-
-
 class Injection:
     """Low-rank deltas injected into a model's target layers. Create with :func:`inject`.
 
@@ -176,8 +98,7 @@ class Injection:
     ) -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(f"inject() needs an nn.Module, got {type(model).__name__}")
-        if rank is not None and (not isinstance(rank, int) or isinstance(rank, bool) or rank < 1):
-            raise ValueError(f"rank must be a positive int or None (any rank), got {rank!r}")
+        check_positive_int("rank", rank, optional=True)
         already = f"{type(model).__name__} is already injected; call .remove() on that Injection first"
         if model in _INJECTED:
             raise RuntimeError(already)
@@ -187,7 +108,7 @@ class Injection:
         self.preset = selection.preset
         self.targets: dict[str, Target] = dict(selection.targets)
         self.excluded: dict[str, str] = dict(selection.excluded)
-        self._var: ContextVar[_CallState | None] = ContextVar(f"lang2net_injection_{id(self)}", default=None)
+        self._var: ContextVar[CallState | None] = ContextVar(f"lang2net_injection_{id(self)}", default=None)
         self._modules: dict[str, nn.Module] = {}
         self._saved_forward: dict[str, Any] = {}
         self._merged: dict[str, Tensor] = {}
@@ -214,12 +135,12 @@ class Injection:
     # hook lifecycle
 
     def _install(self, name: str, module: nn.Module) -> None:
-        if isinstance(module.__dict__.get("forward"), _HookedForward):
+        if isinstance(module.__dict__.get("forward"), HookedForward):
             raise RuntimeError(
                 f"module '{name}' already carries a lang2net hook from another Injection; remove it first"
             )
         self._saved_forward[name] = module.__dict__.get("forward")  # an instance-level forward someone else set
-        module.forward = _HookedForward(self._var, name, self.targets[name].kind, module, module.forward)
+        module.forward = HookedForward(self._var, name, self.targets[name].kind, module, module.forward)
         self._modules[name] = module
 
     def _uninstall(self, name: str) -> None:
@@ -280,7 +201,7 @@ class Injection:
         return problems
 
     def _probe_once(self, x: Tensor) -> dict[str, int]:
-        state = _CallState({}, weight_space=False, fired={})
+        state = CallState({}, weight_space=False, fired={})
         was_training = self.model.training
         token = self._var.set(state)
         try:
@@ -372,7 +293,7 @@ class Injection:
         if self._var.get() is not None:
             raise RuntimeError("nested inj.apply() on one injection: combine the deltas into one mapping instead")
         batch = self._validate(deltas)
-        state = _CallState(dict(deltas), weight_space=self._resolve_strategy(deltas, strategy, batch))
+        state = CallState(dict(deltas), weight_space=self._resolve_strategy(deltas, strategy, batch))
         token = self._var.set(state)
         try:
             yield self
@@ -478,7 +399,7 @@ def plain_copy(model: nn.Module) -> nn.Module:
     clone = copy.deepcopy(model)
     for module in clone.modules():
         forward = module.__dict__.get("forward")
-        # what _HookedForward.__deepcopy__ leaves: the class's own forward bound to the copy
+        # what HookedForward.__deepcopy__ leaves: the class's own forward bound to the copy
         if (
             isinstance(forward, types.MethodType)
             and forward.__self__ is module
@@ -486,6 +407,35 @@ def plain_copy(model: nn.Module) -> nn.Module:
         ):
             del module.forward
     return clone
+
+
+def injection_of(model: nn.Module) -> Injection | None:
+    """The live Injection of ``model``, or None when it has none."""
+    with _INJECTED_LOCK:
+        return _INJECTED.get(model)
+
+
+def shared_injection(model: nn.Module, names: Sequence[str]) -> Injection:
+    """The model's Injection, injecting exactly ``names`` (any rank) when it has none yet.
+
+    Get-or-inject runs in one step under the registry lock, so threads binding tasks to one fresh backbone share one
+    injection and several tasks / generators reuse one set of hooks.
+
+    Raises:
+        ValueError: naming the layers the model lacks when it has no injection yet.
+    """
+    with _INJECTED_LOCK:
+        inj = _INJECTED.get(model)
+        if inj is None:
+            modules = dict(model.named_modules())
+            missing = [n for n in names if n not in modules]
+            if missing:
+                raise ValueError(
+                    f"this task/generator was made for a backbone with layers {missing[:3]}..., which "
+                    f"{type(model).__name__} does not have; use the backbone named in its config"
+                )
+            inj = inject(model, targets=list(names), rank=None)
+    return inj
 
 
 def inject(

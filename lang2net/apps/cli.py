@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import sys
@@ -55,7 +56,7 @@ def _run_demo(args) -> int:
 
 
 def _read_descriptions(path: str) -> dict[str, list[str]]:
-    from .data import load_descriptions
+    from ..data import load_descriptions
 
     return load_descriptions(path)
 
@@ -75,17 +76,16 @@ def _add_generate(sub) -> None:
 
 
 def _run_generate(args) -> int:
-    from .adapter import LanguageConditionedAdapter
+    from ..adapter import LanguageConditionedAdapter
 
     adapter = LanguageConditionedAdapter.from_pretrained(args.adapter)
     task = adapter.generate(_read_descriptions(args.descriptions))
-    weights = adapter.config.backbone_weights
     if args.format == "task":
-        task.save_pretrained(args.output, backbone_weights=weights)
+        task.save_pretrained(args.output)
     elif args.format == "peft":
-        task.to_peft(args.output, backbone_weights=weights)
+        task.to_peft(args.output)
     else:
-        task.to_timm(args.output, adapter.create_backbone(), backbone_weights=weights)
+        task.to_timm(args.output, adapter.create_backbone())
     print(f"wrote {args.format} folder {args.output} ({task.num_classes} classes)")
     return 0
 
@@ -104,21 +104,23 @@ def _add_export(sub) -> None:
 
 
 def _task_backbone(task, weights: str | None):
-    from .backbones import create_backbone
+    from ..backbones import create_backbone
 
     source = weights or task.backbone_weights or "timm"
     return create_backbone(task.backbone, source), source
 
 
 def _run_export(args) -> int:
-    from .adapter import TaskAdaptation
+    from ..task import TaskAdaptation
 
     task = TaskAdaptation.from_pretrained(args.task)
+    if args.backbone_weights:  # the export records the weights it was actually made with
+        task = dataclasses.replace(task, backbone_weights=args.backbone_weights)
     if args.format == "peft":
-        task.to_peft(args.output, backbone_weights=args.backbone_weights or task.backbone_weights)
+        task.to_peft(args.output)
     else:
-        backbone, source = _task_backbone(task, args.backbone_weights)
-        task.to_timm(args.output, backbone, backbone_weights=source)
+        backbone, _ = _task_backbone(task, args.backbone_weights)
+        task.to_timm(args.output, backbone)
     print(f"wrote {args.format} folder {args.output}")
     return 0
 
@@ -163,8 +165,8 @@ def _read_images(paths: Sequence[str], skip_bad: bool) -> tuple[list[str], torch
 def _run_predict(args) -> int:
     import timm.data
 
-    from .adapter import TaskAdaptation
-    from .data import to_backbone_input
+    from ..data import to_backbone_input
+    from ..task import TaskAdaptation
 
     task = TaskAdaptation.from_pretrained(args.task)
     paths, images = _read_images(args.images, args.skip_bad)
@@ -206,9 +208,10 @@ def _add_explain(sub) -> None:
 def _run_explain(args) -> int:
     import timm.data
 
-    from .adapter import LanguageConditionedAdapter
-    from .data import to_backbone_input
-    from .explain import explain
+    from ..adapter import LanguageConditionedAdapter
+    from ..data import to_backbone_input
+    from ..explain import explain
+    from . import explain_render
 
     adapter = LanguageConditionedAdapter.from_pretrained(args.adapter)
     images = backbone = None
@@ -226,11 +229,11 @@ def _run_explain(args) -> int:
         method=args.method,
         steps=args.steps,
     )
-    print(result.to_terminal(color=not args.no_color and sys.stdout.isatty()))
+    print(explain_render.to_terminal(result, color=not args.no_color and sys.stdout.isatty()))
     if args.html:
-        print(f"wrote {result.to_html(args.html)}")
+        print(f"wrote {explain_render.to_html(result, args.html)}")
     if args.png:
-        print(f"wrote {result.to_png(args.png)}")
+        print(f"wrote {explain_render.to_png(result, args.png)}")
     return 0
 
 
@@ -247,7 +250,8 @@ def _add_push(sub) -> None:
 
 
 def _run_push(args) -> int:
-    from .adapter import LanguageConditionedAdapter, TaskAdaptation
+    from ..adapter import LanguageConditionedAdapter
+    from ..task import TaskAdaptation
 
     config = Path(args.folder) / "config.json"
     data = json.loads(config.read_text(encoding="utf-8")) if config.is_file() else {}
@@ -274,8 +278,8 @@ def _add_train(sub) -> None:
 
 
 def _run_train(args) -> int:
-    from .recipe import load_recipe
-    from .training import train
+    from ..workflows.recipe import load_recipe
+    from ..workflows.training import train
 
     recipe = load_recipe(args.config)
     if args.steps is not None:
@@ -299,7 +303,7 @@ def _add_eval(sub) -> None:
 
 
 def _run_eval(args) -> int:
-    from .recipe import load_recipe
+    from ..workflows.recipe import load_recipe
 
     recipe = load_recipe(args.config)
     payload = evaluate_runs(recipe, Path(args.runs), args.folds, Path(args.output) if args.output else None)
@@ -310,8 +314,8 @@ def _run_eval(args) -> int:
 
 def evaluate_runs(recipe, runs: Path, folds: Sequence[int] | None, output: Path | None) -> dict:
     """Evaluate every fold's trained generators (full and head-only) plus the baselines; write the report."""
-    from .data import load_dataset
-    from .evaluation import evaluate_fold, write_report
+    from ..data import load_dataset
+    from ..workflows.evaluation import evaluate_fold, write_report
 
     if folds is None:
         folds = sorted(int(p.name[4:]) for p in runs.glob("fold*") if p.name[4:].isdigit())
@@ -348,9 +352,9 @@ def _add_reproduce(sub) -> None:
 
 
 def _run_reproduce(args) -> int:
-    from .data import class_splits
-    from .recipe import load_recipe
-    from .training import train
+    from ..data import class_splits
+    from ..workflows.recipe import load_recipe
+    from ..workflows.training import train
 
     recipe = load_recipe(args.config)
     runs = Path(args.runs or Path("runs") / recipe.name)
@@ -368,8 +372,8 @@ def _run_reproduce(args) -> int:
 
 def publish(recipe, generator_dir: Path, payload: dict, destination: Path, recipe_path: str) -> None:
     """Save a trained generator as a Hub-ready folder whose card carries the measured results."""
-    from .adapter import LanguageConditionedAdapter
-    from .evaluation import card_metrics
+    from ..adapter import LanguageConditionedAdapter
+    from ..workflows.evaluation import card_metrics
 
     adapter = LanguageConditionedAdapter.from_pretrained(str(generator_dir))
     metrics = card_metrics(payload["summary"], recipe.data.dataset, len(payload["folds"]))

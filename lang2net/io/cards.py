@@ -7,17 +7,15 @@ import math
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 from huggingface_hub.errors import HFValidationError
 from huggingface_hub.utils import validate_repo_id
 
-from .backbones import PACKAGED_WEIGHTS
-from .config import AdapterConfig
-
-if TYPE_CHECKING:
-    from .adapter import TaskAdaptation
+from ..backbones import PACKAGED_WEIGHTS
+from ..config import AdapterConfig
+from .records import TaskData
 
 __all__ = ["HUB_TAGS", "LICENSE", "export_card", "find_recipe", "generator_card", "read_metrics", "task_card"]
 
@@ -298,7 +296,7 @@ print(dict(zip(task.class_names, probs[0].tolist())))
     )
 
 
-def _classes_section(task: TaskAdaptation) -> str:
+def _classes_section(task: TaskData) -> str:
     rows = "\n".join(
         f"| {i} | {_cell(c)} | {_cell(' / '.join(task.descriptions.get(c, [])))} |"
         for i, c in enumerate(task.class_names)
@@ -306,7 +304,8 @@ def _classes_section(task: TaskAdaptation) -> str:
     return f"| # | class | descriptions |\n|---|---|---|\n{rows}"
 
 
-def _provenance(task: TaskAdaptation, backbone_weights: str | None) -> str:
+def _provenance(task: TaskData) -> str:
+    backbone_weights = task.backbone_weights
     ranks = sorted({d.rank for d in task.deltas.values()})
     weights = f", weights `{backbone_weights}`" if backbone_weights else ""
     return (f"- generator: `{task.generator}`\n" if task.generator else "- generator: not recorded\n") + (
@@ -316,8 +315,9 @@ def _provenance(task: TaskAdaptation, backbone_weights: str | None) -> str:
     )
 
 
-def task_card(task: TaskAdaptation, *, name: str, backbone_weights: str | None = None) -> ModelCard:
+def task_card(task: TaskData, *, name: str) -> ModelCard:
     """The card of a task folder: its classes with their descriptions, a usage snippet and where it came from."""
+    backbone_weights = task.backbone_weights
     weights = repr(backbone_weights or "timm")
     body = f"""
 # {_title(name)}
@@ -344,7 +344,7 @@ print([task.class_names[i] for i in model(images).argmax(-1)])
 
 ## Provenance
 
-{_provenance(task, backbone_weights)}
+{_provenance(task)}
 """
     return _card(
         None,
@@ -357,14 +357,14 @@ print([task.class_names[i] for i in model(images).argmax(-1)])
 
 
 def export_card(
-    task: TaskAdaptation,
+    task: TaskData,
     kind: str,
     *,
     name: str,
-    backbone_weights: str | None = None,
     peft_version: str | None = None,
 ) -> ModelCard:
     """The card of a peft LoRA folder or a timm folder exported from a task."""
+    backbone_weights = task.backbone_weights
     pretrained = backbone_weights != "random"  # unknown weights: timm's published ones are the likely guess
     if kind == "peft":
         code = f"""import timm
@@ -400,7 +400,7 @@ of {task.num_classes} classes for `{task.backbone}`.
 
 ## Provenance
 
-{_provenance(task, backbone_weights)}
+{_provenance(task)}
 """ + (f"\n### Framework versions\n\n- PEFT {peft_version}\n" if peft_version else "")
     return _card(
         None,

@@ -7,7 +7,8 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
-from .config import AdapterConfig, reject_unknown_keys
+from ..config import AdapterConfig
+from ..utils.checks import check_fraction, check_positive_int, reject_unknown_keys
 
 __all__ = ["DataConfig", "EvalConfig", "Recipe", "TrainConfig", "load_recipe"]
 
@@ -26,8 +27,7 @@ def _from_dict(cls, data: Any, where: str):
 
 def _positive(where: str, **values: Any) -> None:
     for name, value in values.items():
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise ValueError(f"{where}.{name} must be a positive int, got {value!r}")
+        check_positive_int(f"{where}.{name}", value)
 
 
 @dataclass
@@ -35,10 +35,15 @@ class DataConfig:
     """Which images and descriptions to train and evaluate on.
 
     Attributes:
-        dataset: "fashion_mnist", "digits", "shapes" or "imagefolder".
-        root: dataset folder (imagefolder; or where Fashion-MNIST lives when not in the default places).
-        descriptions: descriptions file for imagefolder (the packaged sets ship their own).
-        img_size: side the images are resized to for the backbone (64: EfficientNet-Lite0 trains ~220 img/s on 2 CPUs).
+        dataset: "fashion_mnist", "digits", "shapes", "emoji" or "imagefolder".
+        root: dataset folder (imagefolder, emoji cache; or where Fashion-MNIST lives when not in the default places).
+        descriptions: descriptions file (imagefolder; for the others it replaces or extends the shipped ones).
+        split_file: a class-split JSON anywhere on disk (same format as ``lang2net/data/splits/*.json``); default: the
+            split shipped for the dataset.
+        train_split, test_split: the dataset splits to train and evaluate on (emoji: "train"/"test" are both
+            styles, "twitter" / "google" one style each).
+        img_size: side the images are decoded at and fed to the backbone (64: EfficientNet-Lite0 trains ~220 img/s
+            on 2 CPUs); recorded in the trained generator's config as its input size.
         limit_per_class: training images kept per class (None: all).
         test_limit_per_class: test images kept per class (None: all).
     """
@@ -46,6 +51,9 @@ class DataConfig:
     dataset: str = "fashion_mnist"
     root: str | None = None
     descriptions: str | None = None
+    split_file: str | None = None
+    train_split: str = "train"
+    test_split: str = "test"
     img_size: int = 64
     limit_per_class: int | None = None
     test_limit_per_class: int | None = None
@@ -70,6 +78,11 @@ class TrainConfig:
         grad_clip: max global gradient norm.
         seed: seeds initialisation, episodes and paraphrase choice.
         mixed_precision: "no", "bf16" or "fp16" (applied on GPU; the CPU runs fp32).
+        augment: strength of the image augmentation in [0, 1] (0: none): random resized crops, small rotations and
+            scale changes, colour jitter and background tints, scaled together (see ``lang2net.data.augment``).
+        label_smoothing: cross-entropy label smoothing.
+        init_from: a trained generator folder to start from (e.g. the head-only one, for a delta run): every weight
+            whose name and shape match is copied; the rest keep their initialisation.
         checkpoint_every: steps between checkpoints (the last step always checkpoints).
         keep_checkpoints: how many recent checkpoints stay on disk.
         log_every: steps between metric lines.
@@ -84,6 +97,9 @@ class TrainConfig:
     grad_clip: float = 1.0
     seed: int = 0
     mixed_precision: str = "bf16"
+    augment: float = 0.0
+    label_smoothing: float = 0.0
+    init_from: str | None = None
     checkpoint_every: int = 100
     keep_checkpoints: int = 2
     log_every: int = 10
@@ -96,6 +112,8 @@ class TrainConfig:
             raise ValueError(f"train.k_way must be at least 2 (a 1-way episode teaches nothing), got {self.k_way}")
         if self.mixed_precision not in MIXED_PRECISION:
             raise ValueError(f"train.mixed_precision must be one of {MIXED_PRECISION}, got {self.mixed_precision!r}")
+        check_fraction("train.augment", self.augment, high_open=False)
+        check_fraction("train.label_smoothing", self.label_smoothing)
         if not (self.lr > 0 and self.grad_clip > 0 and self.weight_decay >= 0 and self.warmup_steps >= 0):
             raise ValueError("train.lr and train.grad_clip must be > 0, weight_decay and warmup_steps >= 0")
 

