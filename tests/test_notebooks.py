@@ -57,7 +57,8 @@ def _train(text: str) -> None:
     zsl = dict(re.findall(r"^(\w+)\s+ZSL (\d\.\d{3})", text, flags=re.M))
     assert set(zsl) == {"chance", "text_similarity", "full"}, text
     assert zsl["chance"] == "0.500"  # 2 unseen digits in fold 0
-    assert all(0.0 <= float(v) <= 1.0 for v in zsl.values())
+    # a per-class mean over 2 classes of 20 test images each is a multiple of 1/40: the printed value is that mean
+    assert all(abs(float(v) * 40 - round(float(v) * 40)) < 0.05 for v in zsl.values()), zsl
 
 
 def _explain(text: str) -> None:
