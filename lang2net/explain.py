@@ -22,6 +22,7 @@ from .backbones import feature_dim, pooled_features
 from .heads import head_logits
 from .task import attach
 from .text import TextEncoder, normalize_descriptions
+from .utils.checks import check_int
 
 __all__ = ["METHODS", "Explanation", "explain"]
 
@@ -363,8 +364,7 @@ def explain(
     if not isinstance(adapter, LanguageConditionedAdapter):
         raise TypeError(f"adapter must be a LanguageConditionedAdapter, got {type(adapter).__name__}")
     descriptions = _validate(descriptions, target_class, description_index, method)
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"steps must be a positive int, got {steps!r}")
+    check_int("steps", steps)
     _check_images(images, backbone, adapter.config.feature_dim)
     text = descriptions[target_class][description_index]
     with _eval_mode(adapter, backbone):

@@ -10,20 +10,21 @@ import os
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor, nn
 
-from .backbones import feature_dim, pooled_features
+from .backbones import data_config, feature_dim, pooled_features
 from .engine.injection import Injection, plain_copy, shared_injection
 from .engine.lowrank import LowRankDelta, fold_weight
 from .engine.targets import Target, describe_layer
 from .heads import head_logits
 from .io import export, folders
 from .io.records import TaskData
+from .utils.checks import check_int
 
-__all__ = ["TaskAdaptation", "TaskClassifier", "adapted_logits", "attach", "mixed_task_logits"]
+__all__ = ["Predictions", "TaskAdaptation", "TaskClassifier", "adapted_logits", "attach", "mixed_task_logits"]
 
 
 # helpers
@@ -211,8 +212,30 @@ class TaskAdaptation(TaskData):
         return export.export_timm(self, save_directory, self.merge(backbone), model_args=model_args)
 
 
+class Predictions(NamedTuple):
+    """What :meth:`TaskClassifier.predict` returns: the top label per image and every class's probability."""
+
+    labels: list[str]
+    probabilities: Tensor  # (n, c), rows sum to 1, columns in class_names order
+    class_names: list[str]
+
+    def top(self, k: int = 1) -> list[list[tuple[str, float]]]:
+        """Per image, the ``k`` most probable (label, probability) pairs, best first."""
+        check_int("k", k)
+        values, index = self.probabilities.topk(min(k, len(self.class_names)), dim=-1)
+        return [
+            [(self.class_names[i], v) for i, v in zip(row_i, row_v, strict=True)]
+            for row_i, row_v in zip(index.tolist(), values.tolist(), strict=True)
+        ]
+
+
 class TaskClassifier(nn.Module):
-    """images -> logits (b, c) of one task: the backbone under the task's deltas, pooled features, generated head."""
+    """images -> logits (b, c) of one task: the backbone under the task's deltas, pooled features, generated head.
+
+    ``forward`` takes prepared float input ``(b, 3, H, W)``; :meth:`preprocess` and :meth:`predict` take the images a
+    user has (paths, PIL images, uint8 arrays of any channel count) and prepare them as the generator was trained:
+    the task's recorded input size and the backbone's mean and std (``data_config``).
+    """
 
     def __init__(self, task: TaskAdaptation, backbone: nn.Module) -> None:
         super().__init__()
@@ -228,9 +251,39 @@ class TaskClassifier(nn.Module):
             self.head.bias.copy_(task.head_bias)
         self.deltas = {n: d.to(device) for n, d in task.deltas.items()}
         self.class_names = list(task.class_names)
+        self.data_config = data_config(backbone, task.preprocessing)  # the generator's input size wins over timm's
 
     def forward(self, images: Tensor) -> Tensor:
         return adapted_logits(self.backbone, self.injection, self.deltas, self.head.weight, self.head.bias, images)
+
+    def preprocess(self, images: Any, img_size: int | None = None) -> Tensor:
+        """Images (a path, PIL image or uint8 array/tensor, or a list of them) -> float ``(n, 3, S, S)`` input on the
+        backbone's device, at the task's input size unless ``img_size`` is given (see ``data.prepare_images``)."""
+        from .data.images import prepare_images
+
+        device = next(self.backbone.parameters()).device
+        return prepare_images(images, self.data_config, img_size, device=device)
+
+    @torch.no_grad()
+    def predict(self, images: Any, *, batch_size: int = 64, img_size: int | None = None) -> Predictions:
+        """Labels and probabilities for images of any kind :meth:`preprocess` accepts, ``batch_size`` at a time."""
+        from .data.images import image_list, prepare_images
+
+        check_int("batch_size", batch_size)
+        if isinstance(images, Tensor) and images.is_floating_point():
+            items: list[Any] = list(images.split(batch_size))
+        else:
+            listed = image_list(images)
+            items = [listed[i : i + batch_size] for i in range(0, len(listed), batch_size)]
+        device = next(self.backbone.parameters()).device
+        probabilities = torch.cat(
+            [
+                self(prepare_images(b, self.data_config, img_size, device=device)).float().softmax(-1).cpu()
+                for b in items
+            ]
+        )
+        labels = [self.class_names[i] for i in probabilities.argmax(-1).tolist()]
+        return Predictions(labels, probabilities, list(self.class_names))
 
     def extra_repr(self) -> str:
         return f"{len(self.class_names)} classes, {len(self.deltas)} deltas"

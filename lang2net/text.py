@@ -14,6 +14,8 @@ from typing import Any
 
 import torch
 
+from .utils.checks import check_int
+
 logger = logging.getLogger(__name__)
 
 PACKAGED_MINILM = "packaged:all-MiniLM-L6-v2"
@@ -138,12 +140,9 @@ def _validate_options(pooling: str | None, max_length: int | None, batch_size: i
     """
     if pooling is not None and pooling not in POOLING_CHOICES:
         raise ValueError(f"pooling must be one of {list(POOLING_CHOICES)} or None, got {pooling!r}")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
-    if isinstance(cache_size, bool) or not isinstance(cache_size, int) or cache_size < 0:
-        raise ValueError(f"cache_size must be a non-negative int, got {cache_size!r}")
-    if max_length is not None and (isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 1):
-        raise ValueError(f"max_length must be a positive int or None, got {max_length!r}")
+    check_int("batch_size", batch_size)
+    check_int("cache_size", cache_size, minimum=0)
+    check_int("max_length", max_length, optional=True)
 
 
 def _short(value: Any) -> str:

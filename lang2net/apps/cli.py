@@ -6,11 +6,10 @@ import argparse
 import dataclasses
 import json
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-
-import torch
 
 __all__ = ["main"]
 
@@ -126,63 +125,21 @@ def _run_export(args) -> int:
 
 
 def _add_predict(sub) -> None:
+    from . import predict
+
     p = sub.add_parser(
         "predict",
-        help="images + task folder -> labels and probabilities",
+        help="images + task folder -> labels and probabilities (streamed in batches)",
         epilog="example: lang2net predict --task my-task photos/*.jpg --top-k 3 --json",
     )
-    p.add_argument("--task", required=True, help="task folder or Hub id")
-    p.add_argument("images", nargs="+", help="image files (PNG, JPEG, ...)")
-    p.add_argument("--top-k", type=int, default=1)
-    p.add_argument("--json", action="store_true", help="JSON lines instead of a table")
-    p.add_argument(
-        "--skip-bad", action="store_true", help="skip unreadable images (named on stderr) instead of failing"
-    )
-    p.add_argument("--backbone-weights", help="backbone weight source (default: the task's own)")
-    p.add_argument("--img-size", type=int, help="input side (default: the backbone's)")
+    predict.add_arguments(p)
     p.set_defaults(func=_run_predict)
 
 
-def _read_images(paths: Sequence[str], skip_bad: bool) -> tuple[list[str], torch.Tensor]:
-    import numpy as np
-    from PIL import Image, UnidentifiedImageError
-
-    kept, arrays = [], []
-    for path in paths:
-        try:
-            with Image.open(path) as img:
-                arrays.append(np.asarray(img.convert("RGB").resize((224, 224))))
-            kept.append(path)
-        except (OSError, UnidentifiedImageError) as e:
-            if not skip_bad:
-                raise ValueError(f"cannot read image {path}: {e} (use --skip-bad to skip it)") from None
-            print(f"skipped {path}: {e}", file=sys.stderr)
-    if not kept:
-        raise ValueError("no readable images")
-    return kept, torch.from_numpy(np.stack(arrays))
-
-
 def _run_predict(args) -> int:
-    import timm.data
+    from . import predict
 
-    from ..data import to_backbone_input
-    from ..task import TaskAdaptation
-
-    task = TaskAdaptation.from_pretrained(args.task)
-    paths, images = _read_images(args.images, args.skip_bad)
-    backbone, _ = _task_backbone(task, args.backbone_weights)
-    model = task.bind(backbone)
-    x = to_backbone_input(images, timm.data.resolve_data_config({}, model=backbone), args.img_size)
-    with torch.no_grad():
-        probs = model(x).softmax(-1)
-    top = probs.topk(min(args.top_k, task.num_classes), dim=-1)
-    for path, values, index in zip(paths, top.values.tolist(), top.indices.tolist(), strict=True):
-        labels = [task.class_names[i] for i in index]
-        if args.json:
-            print(json.dumps({"image": path, "labels": labels, "probabilities": [round(v, 4) for v in values]}))
-        else:
-            print(f"{path}\t" + "  ".join(f"{label} {v:.3f}" for label, v in zip(labels, values, strict=True)))
-    return 0
+    return predict.run(args, _task_backbone)
 
 
 def _add_explain(sub) -> None:
@@ -199,6 +156,7 @@ def _add_explain(sub) -> None:
     p.add_argument("--method", choices=("gradient", "occlusion", "both"), default="both")
     p.add_argument("--steps", type=int, default=16, help="integrated-gradient steps (1: plain gradient x input)")
     p.add_argument("--images", nargs="*", help="images of the class: explain its logit on them (else the head)")
+    p.add_argument("--img-size", type=int, help="input side for --images (default: the generator's training size)")
     p.add_argument("--html", help="write an HTML figure here")
     p.add_argument("--png", help="write a PNG figure here")
     p.add_argument("--no-color", action="store_true", help="plain text instead of ANSI highlighting")
@@ -206,19 +164,18 @@ def _add_explain(sub) -> None:
 
 
 def _run_explain(args) -> int:
-    import timm.data
-
     from ..adapter import LanguageConditionedAdapter
-    from ..data import to_backbone_input
+    from ..backbones import data_config
     from ..explain import explain
     from . import explain_render
 
     adapter = LanguageConditionedAdapter.from_pretrained(args.adapter)
     images = backbone = None
     if args.images:
+        from ..data import prepare_images
+
         backbone = adapter.create_backbone()
-        _, arrays = _read_images(args.images, skip_bad=False)
-        images = to_backbone_input(arrays, timm.data.resolve_data_config({}, model=backbone))
+        images = prepare_images(args.images, data_config(backbone, adapter.config.preprocessing), args.img_size)
     result = explain(
         adapter,
         _read_descriptions(args.descriptions),
@@ -359,6 +316,17 @@ def _run_reproduce(args) -> int:
     recipe = load_recipe(args.config)
     runs = Path(args.runs or Path("runs") / recipe.name)
     folds = args.folds or recipe.eval.folds or list(range(len(class_splits(recipe.data.dataset))))
+    if recipe.data.dataset == "emoji":  # two styles: protocols A and B, classic baselines, several methods
+        from ..workflows.reproduce import publish_benchmark, reproduce_benchmark
+
+        payload = reproduce_benchmark(recipe, runs, folds, progress=sys.stderr.isatty())
+        print((Path(payload["report"]) / "results.md").read_text())
+        if args.publish:
+            publish_benchmark(
+                recipe, runs / f"fold{folds[0]}" / "full" / "generator", payload, Path(args.publish), args.config
+            )
+            print(f"published to {args.publish}")
+        return 0
     for fold in folds:
         for method, head_only in (("full", False), ("head_only", True)):
             train(recipe, runs / f"fold{fold}" / method, fold=fold, head_only=head_only)
@@ -381,27 +349,42 @@ def publish(recipe, generator_dir: Path, payload: dict, destination: Path, recip
 
 
 def _add_bench(sub) -> None:
-    from . import bench
-
     p = sub.add_parser(
         "bench",
         help="injection speed vs the plain backbone (prints a table, writes JSON)",
         epilog="example: lang2net bench --device cuda --model vit_base_patch16_224 --batch-size 128 --dtype bf16 --compile",
     )
-    bench.add_arguments(p)
+    p.fill = lambda parser: __import__(f"{__package__}.bench", fromlist=["bench"]).add_arguments(parser)
     p.set_defaults(func=_run_bench)
 
 
 def _add_bench_generation(sub) -> None:
-    from . import bench_generation
-
     p = sub.add_parser(
         "bench-generation",
         help="time description encoding and descriptions -> TaskAdaptation",
         epilog="example: lang2net bench-generation --backbone vit_base_patch16_224 --classes 100",
     )
-    bench_generation.add_arguments(p)
-    p.set_defaults(func=lambda args: bench_generation.run(args) and 0)
+    p.fill = lambda parser: _bench_generation().add_arguments(parser)
+    p.set_defaults(func=lambda args: _bench_generation().run(args) and 0)
+
+
+def _bench_generation():
+    from . import bench_generation
+
+    return bench_generation
+
+
+class _LazyParser(argparse.ArgumentParser):
+    """A subcommand parser whose arguments come from a heavy module: ``fill`` runs only when that subcommand is
+    parsed, so ``lang2net --help`` and the other commands never import it."""
+
+    fill = None
+
+    def parse_known_args(self, args=None, namespace=None):
+        if self.fill is not None:
+            fill, self.fill = self.fill, None
+            fill(self)
+        return super().parse_known_args(args, namespace)
 
 
 def _run_bench(args) -> int:
@@ -421,9 +404,10 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress (INFO)")
-    sub = parser.add_subparsers(dest="command", metavar="command")
+    sub = parser.add_subparsers(dest="command", metavar="command", parser_class=_LazyParser)
     for add in (
         _add_demo,
         _add_generate,
@@ -438,7 +422,22 @@ def build_parser() -> argparse.ArgumentParser:
         _add_bench_generation,
     ):
         add(sub)
+    for command in sub.choices.values():  # the global flags also work after the subcommand
+        command.formatter_class = argparse.RawDescriptionHelpFormatter  # examples stay pasteable
+        command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
+        command.add_argument(
+            "-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="log progress (INFO)"
+        )
     return parser
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("lang2net")
+    except PackageNotFoundError:
+        return "unknown (not installed)"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -450,6 +449,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
     )
+    if not args.verbose:  # no weight-loading bars from transformers / huggingface_hub on every command
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ..utils.checks import check_int
 from .descriptions import load_descriptions, packaged_descriptions
 from .digits import DIGIT_CLASSES, read_digits
 from .emoji import EMOJI_SPLITS, load_emoji
@@ -145,10 +146,7 @@ def load_dataset(
     spec = DATASETS[name]
     if split not in spec.splits:
         raise ValueError(f"{name} has no split {split!r}; valid: {list(spec.splits)}")
-    if limit_per_class is not None and (
-        isinstance(limit_per_class, bool) or not isinstance(limit_per_class, int) or limit_per_class < 1
-    ):
-        raise ValueError(f"limit_per_class must be a positive int or None, got {limit_per_class!r}")
+    check_int("limit_per_class", limit_per_class, optional=True)
     given = {"root": root, "img_size": img_size, "skip_bad": skip_bad or None}
     unused = [key for key, value in given.items() if value is not None and key not in spec.options]
     if unused:

@@ -42,6 +42,7 @@ import torch
 from PIL import Image
 
 from ..utils.atomic import atomic_folder
+from ..utils.checks import check_int
 from .cldr import CldrAnnotation, lookup_annotation, read_cldr_annotations
 from .descriptions import _parse, check_descriptions
 from .labeled import LabeledImages
@@ -430,8 +431,7 @@ def load_emoji(
     if split not in EMOJI_SPLITS:
         raise ValueError(f"emoji has no split {split!r}; valid: {list(EMOJI_SPLITS)}")
     size = NATIVE_SIZE if img_size is None else img_size
-    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
-        raise ValueError(f"img_size must be a positive int or None, got {img_size!r}")
+    check_int("img_size", img_size, optional=True)
     folder = emoji_root(root)
     classes = emoji_classes(folder, cldr)
     overrides = read_description_overrides(descriptions) if descriptions is not None else None

@@ -7,6 +7,8 @@ from typing import Any
 
 import torch
 
+from ..utils.checks import check_int
+
 __all__ = ["EpisodeSampler"]
 
 
@@ -35,9 +37,8 @@ class EpisodeSampler:
         class_list = [int(c) for c in classes]
         if not class_list or len(set(class_list)) != len(class_list):
             raise ValueError(f"classes must be non-empty and distinct, got {class_list}")
-        for name, value in (("k_way", k_way), ("batch_size", batch_size)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        check_int("k_way", k_way)
+        check_int("batch_size", batch_size)
         if k_way > len(class_list):
             raise ValueError(f"k_way={k_way} exceeds the {len(class_list)} classes available: {class_list}")
         if batch_size < k_way:

@@ -9,9 +9,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps
+from PIL import Image
 
+from ..utils.checks import check_int
 from .descriptions import load_descriptions
+from .images import square_resize
 from .labeled import LabeledImages
 
 __all__ = ["DEFAULT_IMG_SIZE", "DESCRIPTION_FILES", "IMAGE_EXTENSIONS", "match_descriptions", "read_image_folder"]
@@ -35,14 +37,6 @@ def _find_descriptions(folders: Sequence[Path]) -> Path:
     )
 
 
-def _read_image(path: Path, size: int) -> np.ndarray:
-    """One image as uint8 ``(size, size, 3)``: RGB, shorter side scaled to ``size``, centre-cropped."""
-    with Image.open(path) as image:
-        image = ImageOps.exif_transpose(image).convert("RGB")
-        fitted = ImageOps.fit(image, (size, size), method=Image.Resampling.BILINEAR, centering=(0.5, 0.5))
-    return np.asarray(fitted, dtype=np.uint8)
-
-
 def _class_files(folder: Path, classes: Sequence[str]) -> list[list[Path]]:
     files = []
     for name in classes:
@@ -59,7 +53,7 @@ def _read_images(files_by_class: list[list[Path]], size: int, skip_bad: bool) ->
     for label, files in enumerate(files_by_class):
         for file in files:
             try:
-                images.append(_read_image(file, size))
+                images.append(square_resize(file, size).numpy())
             except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
                 if not skip_bad:
                     raise ValueError(f"unreadable image {file}: {exc} (pass skip_bad=True to skip it)") from None
@@ -125,8 +119,7 @@ def read_image_folder(
     if not root.is_dir():
         raise FileNotFoundError(f"imagefolder root {root} is not a folder")
     size = DEFAULT_IMG_SIZE if img_size is None else img_size
-    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
-        raise ValueError(f"img_size must be a positive int or None, got {img_size!r}")
+    check_int("img_size", img_size, optional=True)
     folder = root / split if (root / split).is_dir() else root
     classes = sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not classes:

@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 
 import torch
 
+from ..utils.checks import check_int
+
 __all__ = ["LabeledImages", "keep_per_class"]
 
 
@@ -107,8 +109,7 @@ def keep_per_class(data: LabeledImages, n: int, seed: int = 0) -> LabeledImages:
     Raises:
         ValueError: If ``n`` is not a positive int.
     """
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise ValueError(f"limit_per_class must be a positive int or None, got {n!r}")
+    check_int("limit_per_class", n)
     gen = torch.Generator().manual_seed(seed)
     kept = []
     for c in range(len(data.class_names)):

@@ -9,6 +9,8 @@ import math
 
 import numpy as np
 
+from ..utils.checks import check_int
+
 __all__ = ["ATTRIBUTES", "COLOURS", "PATTERNS", "SHAPES", "ProceduralShapes"]
 
 SHAPES = ("circle", "square", "triangle", "cross", "star", "ring", "diamond", "hexagon")
@@ -155,8 +157,7 @@ class ProceduralShapes:
     """
 
     def __init__(self, img_size: int = 32, seed: int = 0) -> None:
-        if isinstance(img_size, bool) or not isinstance(img_size, int) or img_size < 8:
-            raise ValueError(f"img_size must be an int >= 8, got {img_size!r}")
+        check_int("img_size", img_size, minimum=8)
         self.img_size = img_size
         self.seed = seed
         self._attributes = [

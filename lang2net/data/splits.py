@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from ..utils.checks import check_int
 from .descriptions import packaged_descriptions
 from .digits import DIGIT_CLASSES
 from .emoji import emoji_classes, emoji_descriptions
@@ -177,8 +178,7 @@ def _check_stratified(
     repeated = sorted(n for n, k in Counter(classes).items() if k > 1)
     if repeated:
         raise ValueError(f"classes repeat: {repeated}")
-    if isinstance(n_folds, bool) or not isinstance(n_folds, int) or n_folds < 1:
-        raise ValueError(f"n_folds must be a positive int, got {n_folds!r}")
+    check_int("n_folds", n_folds)
     if unseen_fraction <= 0 or unseen_fraction * n_folds > 1 + 1e-9:
         raise ValueError(
             f"unseen_fraction must be in (0, 1/n_folds] = (0, {1 / n_folds:.4g}] so that the folds' unseen sets are "

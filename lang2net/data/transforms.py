@@ -9,13 +9,14 @@ import torch
 import torch.nn.functional as F
 from einops import rearrange, repeat
 
+from ..utils.checks import check_int
+
 __all__ = ["to_backbone_input"]
 
 
 def _target_size(data_config: Mapping[str, Any], img_size: int | None) -> tuple[int, int]:
     if img_size is not None:
-        if isinstance(img_size, bool) or not isinstance(img_size, int) or img_size < 1:
-            raise ValueError(f"img_size must be a positive int or None, got {img_size!r}")
+        check_int("img_size", img_size, optional=True)
         return img_size, img_size
     input_size = data_config.get("input_size")
     if not isinstance(input_size, (tuple, list)) or len(input_size) != 3:

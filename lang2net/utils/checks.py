@@ -5,17 +5,31 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-__all__ = ["check_fraction", "check_positive_int", "reject_unknown_keys"]
+__all__ = ["check_fraction", "check_int", "check_positive_int", "reject_unknown_keys"]
+
+
+def check_int(
+    name: str,
+    value: Any,
+    *,
+    minimum: int = 1,
+    optional: bool = False,
+    integers: tuple[type, ...] = (int,),
+    error: type[Exception] = ValueError,
+) -> None:
+    """Raise ``error`` naming ``name`` unless ``value`` is an int >= ``minimum`` (bools are not ints here); None
+    passes when ``optional``. ``integers`` widens what counts as an int (e.g. numpy integers)."""
+    if optional and value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, integers) or value < minimum:
+        kind = {1: "a positive int", 0: "a non-negative int"}.get(minimum, f"an int >= {minimum}")
+        suffix = " or None" if optional else ""
+        raise error(f"{name} must be {kind}{suffix}, got {value!r}")
 
 
 def check_positive_int(name: str, value: Any, *, optional: bool = False, error: type[Exception] = ValueError) -> None:
-    """Raise ``error`` naming ``name`` unless ``value`` is an int >= 1 (bools are not ints here); None passes when
-    ``optional``."""
-    if optional and value is None:
-        return
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        suffix = " or None" if optional else ""
-        raise error(f"{name} must be a positive int{suffix}, got {value!r}")
+    """:func:`check_int` with ``minimum=1``."""
+    check_int(name, value, optional=optional, error=error)
 
 
 def check_fraction(name: str, value: Any, *, low_open: bool = False, high_open: bool = True) -> None:

@@ -13,6 +13,7 @@ from ..utils.checks import check_fraction, check_positive_int, reject_unknown_ke
 __all__ = ["DataConfig", "EvalConfig", "Recipe", "TrainConfig", "load_recipe"]
 
 MIXED_PRECISION = ("no", "bf16", "fp16")
+METHODS = ("head_only", "full", "static")  # generators a benchmark recipe trains (see workflows.reproduce)
 
 
 def _from_dict(cls, data: Any, where: str):
@@ -86,6 +87,9 @@ class TrainConfig:
         checkpoint_every: steps between checkpoints (the last step always checkpoints).
         keep_checkpoints: how many recent checkpoints stay on disk.
         log_every: steps between metric lines.
+        select_on_validation: when the fold has validation classes, every checkpoint scores zero-shot top-1 over
+            them (all at once, their training-split images, no augmentation; logged as ``val_top1``) and the saved
+            generator is the best-scoring checkpoint's (early stopping on classes never trained on).
     """
 
     steps: int = 500
@@ -103,6 +107,7 @@ class TrainConfig:
     checkpoint_every: int = 100
     keep_checkpoints: int = 2
     log_every: int = 10
+    select_on_validation: bool = True
 
     def __post_init__(self) -> None:
         _positive("train", steps=self.steps, k_way=self.k_way, batch_size=self.batch_size)
@@ -125,9 +130,29 @@ class EvalConfig:
     folds: list[int] | None = None  # None: every fold of the dataset's class split
     batch_size: int = 256
     text_similarity_top_k: int = 10
+    # two-style benchmarks (emoji), see lang2net.workflows.reproduce:
+    generators: dict[str, list[int] | None] | None = None  # protocol A method -> folds (None: every fold)
+    gzsl_generators: dict[str, list[int] | None] | None = None  # protocol B, trained on gzsl_train_split
+    gzsl_train_split: str = "twitter"
+    baseline_img_sizes: list[int] = field(default_factory=list)  # extra sizes measured for the baselines only
 
     def __post_init__(self) -> None:
         _positive("eval", batch_size=self.batch_size, text_similarity_top_k=self.text_similarity_top_k)
+        for size in self.baseline_img_sizes:
+            _positive("eval", baseline_img_sizes=size)
+        for key in ("generators", "gzsl_generators"):
+            table = getattr(self, key)
+            if table is None:
+                continue
+            if not isinstance(table, dict):
+                raise ValueError(f"eval.{key} maps methods to folds, got {type(table).__name__}")
+            for method, folds in table.items():
+                if method not in METHODS:
+                    raise ValueError(f"eval.{key}: unknown method {method!r}; valid: {list(METHODS)}")
+                if folds is not None and not (
+                    isinstance(folds, list) and all(isinstance(f, int) and not isinstance(f, bool) for f in folds)
+                ):
+                    raise ValueError(f"eval.{key}.{method} must be a list of fold numbers or null, got {folds!r}")
 
 
 @dataclass

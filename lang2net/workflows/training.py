@@ -91,6 +91,7 @@ class EpisodeData:
     paraphrases: list[Tensor]  # per class: (P_c, e) embeddings of its descriptions
     data_config: dict
     img_size: int
+    validation: list[int] = dataclasses.field(default_factory=list)  # held-out seen classes, for model selection
 
 
 def load_split(recipe: Recipe, fold: int):
@@ -139,9 +140,11 @@ def prepare_episode_data(recipe: Recipe, adapter: LanguageConditionedAdapter, ba
     if recipe.train.k_way > len(classes):
         raise ValueError(f"train.k_way={recipe.train.k_way} exceeds the {len(classes)} training classes of fold {fold}")
     seen = [train.class_names.index(c) for c in classes]
+    validation = [train.class_names.index(c) for c in split.validation]
     encoder = adapter.text_encoder
     paraphrases = [encoder.encode(train.descriptions[c]) for c in train.class_names]
-    return EpisodeData(train.images, train.labels, seen, paraphrases, dict(adapter.config.preprocessing), d.img_size)
+    config = dict(adapter.config.preprocessing)
+    return EpisodeData(train.images, train.labels, seen, paraphrases, config, d.img_size, validation)
 
 
 # the loop
@@ -230,7 +233,46 @@ class _Run:
         accuracy = (logits.argmax(-1) == targets).float().mean().item()
         return loss.item(), accuracy
 
+    @torch.no_grad()
+    def validation_top1(self) -> float | None:
+        """Per-class mean zero-shot top-1 over all validation classes at once (None without validation classes)."""
+        from ..data import to_backbone_input
+
+        classes = self.data.validation
+        if not classes:
+            return None
+        prototypes = torch.stack([self.data.paraphrases[c].mean(0) for c in classes])
+        if getattr(self.adapter.text_encoder, "normalize", False):
+            prototypes = F.normalize(prototypes, dim=-1)  # as encode_classes does at inference
+        position = torch.full((int(self.data.labels.max()) + 1,), -1, dtype=torch.long)
+        position[torch.tensor(classes)] = torch.arange(len(classes))
+        index = torch.nonzero(position[self.data.labels] >= 0).flatten()
+        targets = position[self.data.labels[index]]
+        model, device = self.accelerator.unwrap_model(self.model), self.accelerator.device
+        model.eval()
+        predictions = []
+        for chunk in index.split(256):
+            images = to_backbone_input(self.data.images[chunk], self.data.data_config, self.data.img_size)
+            with self.accelerator.autocast():
+                predictions.append(model(images.to(device), prototypes.to(device)).argmax(-1).cpu())
+        model.train()
+        hits = (torch.cat(predictions) == targets).float()
+        per_class = torch.zeros(len(classes)).index_add_(0, targets, hits) / torch.bincount(
+            targets, minlength=len(classes)
+        )
+        return float(per_class.mean())
+
     # checkpoints
+
+    def save_best(self, score: float) -> None:
+        """Keep the generator weights of the best validation score so far (``best/``), written atomically."""
+        acc = self.accelerator
+
+        def write(tmp: Path) -> None:
+            save_file(acc.unwrap_model(self.model).state_dict(), tmp / "generator.safetensors")
+            (tmp / "best.json").write_text(json.dumps({"step": self.step, "val_top1": score}, indent=2))
+
+        _atomic_dir(self.output_dir / "best", write)
 
     def save_checkpoint(self) -> None:
         acc, rank = self.accelerator, self.accelerator.process_index
@@ -282,6 +324,22 @@ class _Run:
         self.step = int(state["step"])
 
 
+def _validate(run: _Run, output_dir: Path, started: float) -> None:
+    """Score the validation classes at a checkpoint; log the score and keep the best generator (main process)."""
+    if not (run.recipe.train.select_on_validation and run.accelerator.is_main_process):
+        return
+    score = run.validation_top1()
+    if score is None:
+        return
+    best = output_dir / "best" / "best.json"
+    previous = json.loads(best.read_text())["val_top1"] if best.is_file() else -1.0
+    if score > previous:
+        run.save_best(score)
+    line = {"step": run.step, "val_top1": score, "seconds": round(time.perf_counter() - started, 3)}
+    with open(output_dir / "metrics.jsonl", "a", encoding="utf-8") as f:
+        f.write(json.dumps(line) + "\n")
+
+
 def train(
     recipe: Recipe,
     output_dir: str | os.PathLike,
@@ -296,7 +354,8 @@ def train(
 
     Args:
         recipe: what to train (see ``hub_configs/``).
-        output_dir: run folder: ``checkpoints/``, ``metrics.jsonl`` and the final ``generator/``.
+        output_dir: run folder: ``checkpoints/``, ``metrics.jsonl``, ``best/`` (the best weights on the validation
+            classes) and the final ``generator/``.
         fold: which class split of the dataset.
         head_only: train the head-only baseline (no backbone deltas).
         resume: continue from the newest checkpoint in ``output_dir`` if there is one.
@@ -315,6 +374,8 @@ def train(
     if existing:
         run.load_checkpoint(existing[-1])
         logger.info("resumed from %s", existing[-1])
+    elif acc.is_main_process:
+        shutil.rmtree(output_dir / "best", ignore_errors=True)  # a fresh run never inherits an older run's best
     end = cfg.steps if stop_after is None else min(cfg.steps, run.step + stop_after)
     bar = None
     if progress and acc.is_main_process:
@@ -334,12 +395,19 @@ def train(
             with open(log_path, "a", encoding="utf-8") as f:
                 f.write(json.dumps(line) + "\n")
         if run.step % cfg.checkpoint_every == 0 or run.step == end:
+            _validate(run, output_dir, started)
             run.save_checkpoint()
     if bar is not None:
         bar.close()
     done = run.step >= cfg.steps
     final = output_dir / "generator"
     if done and acc.is_main_process:
-        acc.unwrap_model(run.model).save_pretrained(final)  # atomic: written aside, then renamed
+        model = acc.unwrap_model(run.model)
+        best = output_dir / "best"
+        if cfg.select_on_validation and (best / "best.json").is_file():
+            chosen = json.loads((best / "best.json").read_text())
+            model.load_state_dict(load_file(best / "generator.safetensors", device=str(acc.device)), strict=True)
+            logger.info("saving the step-%d generator (validation top-1 %.3f)", chosen["step"], chosen["val_top1"])
+        model.save_pretrained(final)  # atomic: written aside, then renamed
     acc.wait_for_everyone()
     return TrainResult(final if done else None, acc.unwrap_model(run.model), run.step)

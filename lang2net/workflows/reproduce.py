@@ -1,0 +1,253 @@
+"""Reproduce a two-style benchmark recipe (emoji): train every method on every fold, then measure protocols A and B.
+
+Methods (``eval.generators`` / ``eval.gzsl_generators`` in the recipe, each mapped to the folds it is trained on):
+
+- ``head_only``: the generated head alone (no backbone deltas).
+- ``full``: the recipe's deltas plus the head, warm-started from the same fold's ``head_only`` run when there is one.
+- ``static``: the control that isolates language: deltas learned once and shared by every task (no text in them)
+  plus the generated head, warm-started like ``full`` and trained with the same budget.
+
+Run folders: ``<runs>/fold<k>/<method>`` (protocol A, trained on ``data.train_split``) and
+``<runs>/fold<k>/gzsl/<method>`` (protocol B, trained on ``eval.gzsl_train_split``, the first style only). A finished
+run (its ``generator/`` exists) is not retrained; an interrupted one resumes from its last checkpoint. The report
+(``results.json``, ``results.md``, ``per_category.png``, ``examples.png``) goes to ``<runs>/report``, one more per
+extra baseline image size (``<runs>/report_<size>px``), with the wall time of every stage.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from ..utils.atomic import write_atomic
+from .recipe import METHODS, Recipe
+
+__all__ = ["METHODS", "method_recipe", "publish_benchmark", "reproduce_benchmark", "train_method"]
+
+logger = logging.getLogger(__name__)
+
+STYLES = ("twitter", "google")
+
+
+def method_recipe(
+    recipe: Recipe, method: str, *, warm_start: str | os.PathLike[str] | None = None, train_split: str | None = None
+) -> Recipe:
+    """The recipe a method trains with: its delta mode, optional warm start and training split."""
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; valid: {list(METHODS)}")
+    mode = {"head_only": "none", "full": recipe.adapter.delta_mode, "static": "static"}[method]
+    if method == "full" and mode in ("none", "static"):
+        raise ValueError(f"method 'full' needs language-written deltas; the recipe's delta_mode is {mode!r}")
+    adapter = dataclasses.replace(recipe.adapter, delta_mode=mode)
+    train = recipe.train
+    if warm_start is not None and method != "head_only":
+        train = dataclasses.replace(train, init_from=os.fspath(warm_start))
+    data = recipe.data if train_split is None else dataclasses.replace(recipe.data, train_split=train_split)
+    return dataclasses.replace(recipe, adapter=adapter, train=train, data=data)
+
+
+def train_method(
+    recipe: Recipe,
+    folder: Path,
+    fold: int,
+    method: str,
+    *,
+    warm_start: Path | None = None,
+    train_split: str | None = None,
+    progress: bool = True,
+) -> tuple[Path, float]:
+    """Train (or resume, or reuse) one method's generator; returns its folder and the seconds spent here."""
+    from .training import train
+
+    generator = folder / "generator"
+    if (generator / "config.json").is_file():
+        logger.info("reusing %s", generator)
+        return generator, 0.0
+    start = time.perf_counter()
+    result = train(
+        method_recipe(recipe, method, warm_start=warm_start, train_split=train_split),
+        folder,
+        fold=fold,
+        head_only=method == "head_only",
+        progress=progress,
+    )
+    assert result.generator_dir is not None  # train() ran every step
+    return result.generator_dir, time.perf_counter() - start
+
+
+def _train_fold(
+    recipe: Recipe,
+    root: Path,
+    fold: int,
+    methods: Sequence[str],
+    train_split: str | None,
+    progress: bool,
+    timings: dict[str, float],
+) -> dict[str, Path]:
+    out: dict[str, Path] = {}
+    for method in sorted(methods, key=METHODS.index):  # head_only first: the others warm-start from it
+        warm = out.get("head_only") if method != "head_only" else None
+        out[method], seconds = train_method(
+            recipe, root / method, fold, method, warm_start=warm, train_split=train_split, progress=progress
+        )
+        timings[f"train_{root.name}_{method}" if root.name == "gzsl" else f"train_{method}"] = seconds
+    return out
+
+
+def _methods_for(table: dict[str, list[int] | None] | None, fold: int, default: Sequence[str]) -> list[str]:
+    if table is None:
+        return list(default)
+    return [m for m, folds in table.items() if folds is None or fold in folds]
+
+
+def reproduce_benchmark(
+    recipe: Recipe,
+    runs: str | os.PathLike[str],
+    folds: Sequence[int],
+    *,
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Train every configured method on every fold and write the benchmark report; returns the report payload."""
+    from ..adapter import LanguageConditionedAdapter
+    from .benchmark import FeatureCache, run_benchmark
+    from .benchmark_report import emoji_categories
+    from .training import load_recipe_data, load_split
+
+    if recipe.data.dataset != "emoji":
+        raise ValueError(f"the two-style benchmark runs on dataset 'emoji', not {recipe.data.dataset!r}")
+    runs = Path(runs)
+    cfg = recipe.eval
+    adapter = LanguageConditionedAdapter(recipe.adapter)  # the text encoder and the frozen backbone of the baselines
+    features = FeatureCache.for_adapter(
+        adapter, cache_dir=runs / "features", batch_size=cfg.batch_size, device="cuda" if _cuda() else "cpu"
+    )
+    categories = emoji_categories(recipe.data.root)
+    sizes = [recipe.data.img_size, *[s for s in cfg.baseline_img_sizes if s != recipe.data.img_size]]
+    per_size: dict[int, list[dict[str, Any]]] = {s: [] for s in sizes}
+    images: dict[int, dict[str, Any]] = {}
+    for size in sizes:
+        sized = dataclasses.replace(recipe, data=dataclasses.replace(recipe.data, img_size=size))
+        images[size] = {s: load_recipe_data(sized, s, None) for s in STYLES}
+    for fold in folds:
+        timings: dict[str, float] = {}
+        log(f"fold {fold}: training {_methods_for(cfg.generators, fold, ('head_only', 'full'))}")
+        gens_a = _train_fold(
+            recipe,
+            runs / f"fold{fold}",
+            fold,
+            _methods_for(cfg.generators, fold, ("head_only", "full")),
+            None,
+            progress,
+            timings,
+        )
+        gens_b = _train_fold(
+            recipe,
+            runs / f"fold{fold}" / "gzsl",
+            fold,
+            _methods_for(cfg.gzsl_generators, fold, ()),
+            cfg.gzsl_train_split,
+            progress,
+            timings,
+        )
+        split = load_split(recipe, fold)
+        for size in sizes:
+            generators = (gens_a, gens_b) if size == recipe.data.img_size else ({}, {})
+            log(f"fold {fold}: measuring at {size} px")
+            result = run_benchmark(
+                split,
+                images[size]["twitter"],
+                images[size]["google"],
+                adapter,
+                *generators,
+                features=features,
+                img_size=size,
+                batch_size=cfg.batch_size,
+                categories=categories,
+                conse_top_k=cfg.text_similarity_top_k,
+            )
+            result["timings"].update(timings if size == recipe.data.img_size else {})
+            per_size[size].append(result)
+        payload = _write_reports(recipe, runs, per_size, images, log)  # after every fold: partial results survive
+    text = json.dumps(recipe.to_dict(), indent=1)
+    write_atomic(runs / "recipe.json", lambda tmp: tmp.write_text(text, encoding="utf-8"))
+    return payload
+
+
+def _write_reports(
+    recipe: Recipe,
+    runs: Path,
+    per_size: dict[int, list[dict[str, Any]]],
+    images: dict[int, Any],
+    log: Callable[[str], None],
+) -> dict[str, Any]:
+    from .benchmark_report import write_benchmark_report
+
+    payload: dict[str, Any] = {}
+    for size, results in per_size.items():
+        out = runs / ("report" if size == recipe.data.img_size else f"report_{size}px")
+        title = f"{recipe.name}: zero-shot on emoji at {size} px" + (
+            "" if size == recipe.data.img_size else " (baselines)"
+        )
+        written = write_benchmark_report(results, out, title, images=images[size])
+        written["report"] = str(out)
+        payload = payload or written
+        log(f"wrote {out} ({', '.join(written['files'])})")
+    return payload
+
+
+def _cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def publish_benchmark(
+    recipe: Recipe,
+    generator_dir: str | os.PathLike[str],
+    payload: dict[str, Any],
+    destination: str | os.PathLike[str],
+    recipe_path: str | os.PathLike[str],
+) -> Path:
+    """Save a fold's ``full`` generator as a Hub-ready folder whose card carries that fold's measured table.
+
+    The card's model-index holds this model's own results only (protocol A top-1 and top-5 on the fold's unseen
+    classes); every baseline goes in the card body's table, which is the fold's benchmark markdown. The held-out
+    (unseen) classes are listed, so nobody mistakes them for classes the generator was trained on.
+    """
+    from ..adapter import LanguageConditionedAdapter
+    from .benchmark_report import markdown_report
+    from .training import load_split
+
+    adapter = LanguageConditionedAdapter.from_pretrained(os.fspath(generator_dir))
+    fold_no = next((int(p.name[4:]) for p in Path(generator_dir).parents if p.name.startswith("fold")), None)
+    fold = next((f for f in payload["folds"] if f["fold"] == fold_no), None)
+    if fold is None or "full" not in fold["protocol_a"]:
+        raise ValueError(f"no protocol A result of 'full' for the fold of {generator_dir} in the report")
+    split = load_split(recipe, fold_no)
+    n = fold["n_unseen"]
+    dataset = {
+        "type": recipe.data.dataset,
+        "name": f"{recipe.data.dataset} (fold {fold_no}, {n} unseen classes)",
+        "split": "test (unseen classes)",
+    }
+    a = fold["protocol_a"]["full"]
+    metrics = {
+        "task_type": "zero-shot-image-classification",
+        "dataset": dataset,
+        "metrics": [
+            {"type": "accuracy", "name": f"zero-shot top-1 accuracy, {n}-way unseen classes", "value": a["top1"]},
+            {"type": "accuracy", "name": f"zero-shot top-5 accuracy, {n}-way unseen classes", "value": a["top5"]},
+        ],
+    }
+    table = markdown_report([fold], f"fold {fold_no}").split("\n", 2)[2]  # drop the title line
+    about = {"held_out": list(split.unseen), "results_table": table.replace("\n## ", "\n### ")}
+    return adapter.save_pretrained(
+        destination, metrics=metrics, recipe=recipe_path, datasets=[recipe.data.dataset], about=about
+    )
