@@ -215,6 +215,7 @@ class LanguageConditionedAdapter(
         metrics: str | os.PathLike | Mapping | Sequence | None = None,
         datasets: Sequence[str] | None = None,
         recipe: str | os.PathLike | None = None,
+        about: Mapping[str, Any] | None = None,
         **push_kwargs: Any,
     ) -> Path | Any:
         """Write config.json, model.safetensors (the generator only) and a model card README.md, atomically.
@@ -224,9 +225,12 @@ class LanguageConditionedAdapter(
             repo_id: the Hub id the card's usage snippet loads (default: the folder); with ``push_to_hub``, the repo.
             metrics: evaluation results for the card's model-index: a JSON file or object (see ``cards.read_metrics``).
             datasets: Hub dataset ids for the card's metadata.
-            recipe: the recipe YAML that built it (default: ``hub_configs/<name>.yaml`` next to ``adapters/<name>``).
+            recipe: the recipe YAML that built it (default: ``hub_configs/<name>.yaml`` next to ``adapters/<name>``);
+                its ``card:`` section gives the card's intended use, usage example, limits and credits.
+            about: measured facts for the card: ``held_out`` (class names never trained on), ``results_table``
+                (markdown with every baseline).
         """
-        card = {"metrics": metrics, "datasets": datasets, "recipe": recipe}
+        card = {"metrics": metrics, "datasets": datasets, "recipe": recipe, "about": about}
         path = folders.save_generator(save_directory, self.config, self._state(), repo_id=repo_id, **self._card(card))
         if push_to_hub:
             return self.push_to_hub(repo_id or path.name, **card, **push_kwargs)
@@ -326,11 +330,12 @@ class LanguageConditionedAdapter(
         metrics: str | os.PathLike | Mapping | Sequence | None = None,
         datasets: Sequence[str] | None = None,
         recipe: str | os.PathLike | None = None,
+        about: Mapping[str, Any] | None = None,
         **kwargs: Any,
     ) -> Any:
         """Upload the folder :meth:`save_pretrained` writes, in one commit (``kwargs``: private, token, branch,
         create_pr, allow_patterns, ignore_patterns, delete_patterns, as in huggingface_hub)."""
-        card = self._card({"metrics": metrics, "datasets": datasets, "recipe": recipe})
+        card = self._card({"metrics": metrics, "datasets": datasets, "recipe": recipe, "about": about})
 
         def write(folder: Path, repo: str) -> None:
             folders.write_generator(folder, self.config, self._state(), name=repo, **card)

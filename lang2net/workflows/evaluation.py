@@ -28,6 +28,7 @@ from ..utils.atomic import write_atomic
 __all__ = [
     "aggregate_folds",
     "card_metrics",
+    "card_table",
     "class_metrics",
     "evaluate_fold",
     "text_similarity_scorer",
@@ -224,18 +225,43 @@ def aggregate_folds(folds: list[dict]) -> dict:
     return out
 
 
-def card_metrics(summary: dict, dataset: str, folds: int) -> dict:
-    """The fold means of every method in the model-card format (dataset + metrics) of ``lang2net.cards``."""
-    metrics = {
-        f"{method} {metric} (mean of {folds} folds)": values[metric]["mean"]
-        for method, values in summary.items()
-        for metric in _METRICS
-    }
+_METRIC_NAMES = {
+    "zsl": "zero-shot accuracy (per-class mean, unseen classes only)",
+    "gzsl_seen": "GZSL seen-class accuracy",
+    "gzsl_unseen": "GZSL unseen-class accuracy",
+    "gzsl_h": "GZSL harmonic mean H",
+}
+
+
+def card_metrics(fold: dict, method: str = "full") -> dict:
+    """One generator's own results on its fold, in the model-index convention (``type: accuracy`` with a ``name``);
+    the baselines belong in the card body (:func:`card_table`)."""
+    values = fold["methods"][method]
+    n = len(fold["unseen"])
     return {
         "task_type": "zero-shot-image-classification",
-        "dataset": {"type": dataset, "name": dataset, "split": "test (unseen classes for zsl)"},
-        "metrics": metrics,
+        "dataset": {
+            "type": fold["dataset"],
+            "name": f"{fold['dataset']} (fold {fold['fold']}, {n} unseen classes)",
+            "split": "test",
+        },
+        "metrics": [{"type": "accuracy", "name": _METRIC_NAMES[m], "value": values[m]} for m in _METRICS],
     }
+
+
+def card_table(fold: dict, summary: dict | None = None, n_folds: int | None = None) -> str:
+    """Markdown for a card body: every method on the generator's own fold, then (when given) the means over folds."""
+    rows = ["| method | ZSL | GZSL seen | GZSL unseen | GZSL H |", "|---|---|---|---|---|"]
+    for name, values in fold["methods"].items():
+        rows.append(f"| {name} | " + " | ".join(f"{100 * values[m]:.1f}" for m in _METRICS) + " |")
+    unseen = ", ".join(fold["unseen"])
+    text = f"Fold {fold['fold']} (unseen classes: {unseen}), in %:\n\n" + "\n".join(rows) + "\n"
+    if summary is not None:
+        text += (
+            f"\nMean ± std over {n_folds} folds, one generator trained per fold (this folder is fold "
+            f"{fold['fold']}'s), in %:\n\n" + markdown_table(summary)
+        )
+    return text
 
 
 def markdown_table(summary: dict) -> str:

@@ -165,8 +165,12 @@ class Recipe:
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     description: str = ""
+    card: dict[str, Any] = field(default_factory=dict)  # model-card text of what it builds (see io.cards.CARD_KEYS)
 
     def __post_init__(self) -> None:
+        from ..io.cards import check_card_section
+
+        check_card_section(self.card, "recipe card")
         if not isinstance(self.name, str) or not self.name or any(c in self.name for c in "/\\\0") or ".." in self.name:
             raise ValueError(f"recipe name must be a plain folder name, got {self.name!r}")
 
@@ -174,7 +178,7 @@ class Recipe:
     def from_dict(cls, data: dict[str, Any]) -> Recipe:
         if not isinstance(data, dict):
             raise ValueError(f"a recipe is a mapping, got {type(data).__name__}")
-        known = {"name", "adapter", "data", "train", "eval", "description"}
+        known = {"name", "adapter", "data", "train", "eval", "description", "card"}
         reject_unknown_keys(data, known, "unknown recipe keys {unknown}; valid keys: {known}")
         if "name" not in data:
             raise ValueError("a recipe needs a name")
@@ -185,6 +189,7 @@ class Recipe:
             train=_from_dict(TrainConfig, data.get("train"), "train"),
             eval=_from_dict(EvalConfig, data.get("eval"), "eval"),
             description=data.get("description", ""),
+            card=data.get("card") or {},
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -197,6 +202,7 @@ class Recipe:
             "data": dataclasses.asdict(self.data),
             "train": dataclasses.asdict(self.train),
             "eval": dataclasses.asdict(self.eval),
+            "card": dict(self.card),
         }
 
 
