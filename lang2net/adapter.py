@@ -98,10 +98,23 @@ class LanguageConditionedAdapter(
         return self.text_encoder.encode_classes(descriptions)
 
     def generate(
-        self, descriptions: Mapping[str, str | Sequence[str]], *, embeddings: Tensor | None = None
+        self,
+        descriptions: Mapping[str, str | Sequence[str]],
+        *,
+        embeddings: Tensor | None = None,
+        allow_single_class: bool = False,
     ) -> TaskAdaptation:
-        """Descriptions -> TaskAdaptation. ``embeddings`` (c, e) skips the text encoder when already computed."""
+        """Descriptions -> TaskAdaptation. ``embeddings`` (c, e) skips the text encoder when already computed.
+
+        A one-class task gives every image probability 1.0, so it is refused unless ``allow_single_class`` (e.g. to
+        look at one class's deltas or head).
+        """
         descriptions = normalize_descriptions(descriptions)
+        if len(descriptions) == 1 and not allow_single_class:
+            raise ValueError(
+                f"one class ({next(iter(descriptions))!r}) makes a classifier that gives every image probability 1.0; "
+                "describe at least two classes (or pass allow_single_class=True)"
+            )
         if embeddings is None:
             embeddings = self.encode(descriptions)
         if not isinstance(embeddings, Tensor) or not embeddings.is_floating_point():

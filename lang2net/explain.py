@@ -10,7 +10,7 @@ import math
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -24,13 +24,11 @@ from .task import attach
 from .text import TextEncoder, normalize_descriptions
 from .utils.checks import check_int
 
-__all__ = ["METHODS", "Explanation", "explain"]
+__all__ = ["AGREEMENT_WARNING", "METHODS", "Explanation", "explain"]
 
 METHODS = ("gradient", "occlusion", "both")
-# Without images the head row is read along one fixed random direction of feature space: its norm cannot serve, since
-# HeadGenerator normalises every row to the same learned length.
-_PROJECTION_SEED = 0
 SHOWN_ORDER = ("gradient", "occlusion")
+AGREEMENT_WARNING = 0.3  # below this rank correlation, gradient and occlusion tell different stories
 
 
 # helpers
@@ -105,6 +103,8 @@ def _validate(
     descriptions = normalize_descriptions(descriptions)
     if target_class not in descriptions:
         raise ValueError(f"target_class {target_class!r} is not among the described classes {list(descriptions)}")
+    if len(descriptions) < 2:
+        raise ValueError("explaining needs at least two classes: the objective is the target's margin over the others")
     count = len(descriptions[target_class])
     if isinstance(description_index, bool) or not isinstance(description_index, int):
         raise TypeError(f"description_index must be an int, got {type(description_index).__name__}")
@@ -120,12 +120,17 @@ def _validate(
 
 
 class _Objective:
-    """The scalar being explained, as a function of one description's token embeddings (or text).
+    """The scalar being explained, as a function of one description's token embeddings (or text): how much the
+    generated classifier prefers the target class over the other classes, so a positive word score means the word
+    makes the classifier pick the target more.
 
-    With images: the mean over images of the target class's logit, through the backbone under the generated deltas
-    (activation space, differentiable). Without: the target's generated head row read along a fixed random unit
-    direction of feature space, plus its bias (the logit of a fixed random feature vector).
+    With images: the mean over images of the target's log-odds against the rest, ``logit_t - logsumexp(other
+    logits)``, through the backbone under the generated deltas (activation space, differentiable). Without images:
+    how far the target's generated head row stands from the other classes' rows, ``-logsumexp(cos(w_t, w_c) / tau) *
+    tau`` over the other classes c (tau = 0.1, a smooth minimum of the angular margin); the deltas do not enter.
     """
+
+    TAU = 0.1
 
     def __init__(
         self,
@@ -157,14 +162,12 @@ class _Objective:
             if self.injection is None:  # the features do not depend on the text: compute them once
                 with torch.no_grad():
                     self.features = pooled_features(backbone, self.images)  # (b, f)
-        else:
-            gen = torch.Generator().manual_seed(_PROJECTION_SEED)
-            direction = torch.randn(adapter.config.feature_dim, generator=gen, dtype=torch.float64)
-            self.direction = F.normalize(direction, dim=0).to(self.device, self.dtype)  # (f,)
 
     @property
     def kind(self) -> str:
-        return "mean logit over images" if self.backbone is not None else "head row along a fixed random direction"
+        if self.backbone is not None:
+            return f"log-odds of the target vs the other classes, mean over {self.images.shape[0]} image(s)"
+        return "separation of the target's head row from the other classes' rows (no images)"
 
     def tokenize(self, text: str) -> dict[str, Any]:
         """One text as the encoder tokenises it (truncated to its max_length), with word ids and offsets."""
@@ -214,15 +217,18 @@ class _Objective:
         embeddings = self.class_embeddings_with(sentence).to(self.device, self.dtype)
         deltas, weight, bias = self.adapter.generator(embeddings[None])  # weight (1, c, f), bias (1, c)
         ci = self.class_index
+        others = [c for c in range(weight.shape[1]) if c != ci]
         if self.backbone is None:
-            return weight[0, ci] @ self.direction + bias[0, ci]
+            rows = F.normalize(weight[0].float(), dim=-1)  # (c, f)
+            cosine = rows[others] @ rows[ci]  # (c-1,)
+            return -self.TAU * torch.logsumexp(cosine / self.TAU, dim=0)
         if self.injection is None:
             features = self.features
         else:
             with self.injection.apply({n: d.select(0) for n, d in deltas.items()}, strategy="activation"):
                 features = pooled_features(self.backbone, self.images)  # (b, f)
-        logits = head_logits(features.to(weight.dtype), weight[0], bias[0])  # (b, c)
-        return logits[:, ci].mean()
+        logits = head_logits(features.to(weight.dtype), weight[0], bias[0]).float()  # (b, c)
+        return (logits[:, ci] - torch.logsumexp(logits[:, others], dim=-1)).mean()
 
     def of_text(self, text: str) -> float:
         with torch.no_grad():
@@ -287,9 +293,9 @@ class Explanation:
             embeddings shrink to zero), or integrated gradients along that shrinking when ``steps`` > 1;
             "occlusion": objective(description) - objective(description without the word).
         objective: the objective's value on the full description.
-        objective_kind: what the objective is ("mean logit over images" or the head row along a fixed direction).
+        objective_kind: what the objective is (the target's log-odds on images, or its head row's separation).
         rank_correlation: Spearman correlation between the gradient and occlusion scores (None unless both ran, or
-            when undefined).
+            when undefined); below ``AGREEMENT_WARNING`` the two methods disagree (see :attr:`disagree`).
         steps: points on the integration path of the gradient scores (1: plain gradient x input).
     """
 
@@ -302,6 +308,12 @@ class Explanation:
     objective_kind: str
     rank_correlation: float | None = None
     steps: int = 1
+    image_names: list[str] = field(default_factory=list)  # what the images were (files), for legends; set by callers
+
+    @property
+    def disagree(self) -> bool:
+        """Both methods ran and rank the words differently (Spearman below ``AGREEMENT_WARNING``)."""
+        return self.rank_correlation is not None and self.rank_correlation < AGREEMENT_WARNING
 
     def method(self, method: str | None) -> str:
         if method is None:
@@ -338,9 +350,10 @@ def explain(
         adapter: the generator (its text encoder is used as is).
         descriptions: class -> description(s), the task to generate.
         target_class: the class to explain.
-        images: (b, C, H, W) backbone input; with ``backbone``, the objective is the mean target logit over them
-            through the backbone under the generated deltas. Without, it is the target's generated head row read
-            along a fixed random direction of feature space (the deltas do not enter).
+        images: (b, C, H, W) backbone input; with ``backbone``, the objective is the target's mean log-odds against
+            the other classes on them, through the backbone under the generated deltas. Without, it is how far the
+            target's generated head row stands from the other classes' rows (the deltas do not enter). Either way a
+            positive word score means the word makes the classifier prefer the target class.
         backbone: the timm backbone the generator was made for; it is injected as ``TaskAdaptation.bind`` injects it
             (an existing injection is reused, and the hooks stay, as after ``bind``).
         description_index: which of the class's descriptions to explain.

@@ -162,7 +162,8 @@ def normalize_descriptions(descriptions: Mapping[str, str | Sequence[str]]) -> d
     """Validate a class -> description(s) mapping and return it as class -> list of descriptions, order kept.
 
     Raises:
-        ValueError: If the mapping is empty or a class has no descriptions.
+        ValueError: If the mapping is empty, a class has no descriptions, a name or description is blank, or two
+            names are equal once case and spaces are ignored ("Cat" and "cat ").
         TypeError: If ``descriptions`` is not a mapping, or a class name or description is not a string.
     """
     if not isinstance(descriptions, Mapping):
@@ -170,10 +171,20 @@ def normalize_descriptions(descriptions: Mapping[str, str | Sequence[str]]) -> d
     if len(descriptions) == 0:
         raise ValueError("descriptions is empty; give at least one class")
     out: dict[str, list[str]] = {}
+    folded: dict[str, str] = {}  # the same class twice, up to case and spacing, is almost always a typo
     for name, texts in descriptions.items():
         if not isinstance(name, str):
             raise TypeError(f"class names must be str, got {type(name).__name__}: {_short(name)}")
         _check_unicode(name, f"class name {name!r}")
+        if not name.strip():
+            raise ValueError(f"class name {name!r} is blank; give each class a name")
+        key = " ".join(name.split()).casefold()
+        if key in folded:
+            raise ValueError(
+                f"class names {folded[key]!r} and {name!r} are the same class once case and spaces are ignored; "
+                "merge their descriptions under one name"
+            )
+        folded[key] = name
         group = [texts] if isinstance(texts, str) else texts
         if not isinstance(group, Sequence):
             raise TypeError(f"class {name!r}: descriptions must be a str or a sequence of str, got {_short(texts)}")
@@ -185,6 +196,8 @@ def normalize_descriptions(descriptions: Mapping[str, str | Sequence[str]]) -> d
                     f"class {name!r}: description {index} must be str, got {type(text).__name__}: {_short(text)}"
                 )
             _check_unicode(text, f"class {name!r}: description {index}")
+            if not text.strip():
+                raise ValueError(f"class {name!r}: description {index} is blank ({text!r}); describe the class")
         out[name] = list(group)
 
     return out

@@ -186,6 +186,7 @@ def _run_explain(args) -> int:
         method=args.method,
         steps=args.steps,
     )
+    result.image_names = [Path(p).name for p in args.images or []]
     print(explain_render.to_terminal(result, color=not args.no_color and sys.stdout.isatty()))
     if args.html:
         print(f"wrote {explain_render.to_html(result, args.html)}")

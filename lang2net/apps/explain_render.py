@@ -6,8 +6,8 @@ import html
 import os
 from pathlib import Path
 
+from ..explain import AGREEMENT_WARNING, Explanation
 from ..explain import SHOWN_ORDER as _SHOWN_ORDER
-from ..explain import Explanation
 from ..utils.atomic import write_atomic
 
 __all__ = ["to_html", "to_png", "to_terminal"]
@@ -24,9 +24,23 @@ def _header(self: Explanation) -> list[str]:
     lines = [f"{self.class_name}: {self.description!r}", f"objective ({self.objective_kind}): {self.objective:.4g}"]
     if "gradient" in self.scores and self.steps > 1:
         lines.append(f"gradient: integrated over {self.steps} steps")
+    if self.image_names:
+        lines.append(f"images: {', '.join(self.image_names)}")
     if self.rank_correlation is not None:
-        lines.append(f"rank correlation, gradient vs occlusion: {self.rank_correlation:+.3f}")
+        lines.append(f"agreement of gradient and occlusion (Spearman rank correlation): {self.rank_correlation:+.3f}")
+    if self.disagree:
+        lines.append(
+            f"warning: the two methods disagree (correlation below {AGREEMENT_WARNING}); read single-word scores with "
+            "care, or give images of the class (--images) for a sharper objective"
+        )
     return lines
+
+
+LEGEND = (
+    "green: the word makes the classifier prefer this class over the others; red: it pushes the other way; "
+    "stronger colour = larger share of the largest score. gradient: integrated gradients on the word's token "
+    "embeddings; occlusion: objective with the word minus objective without it."
+)
 
 
 def to_terminal(self: Explanation, method: str | None = None, *, color: bool = True) -> str:
@@ -73,6 +87,7 @@ def to_html(self: Explanation, path: str | os.PathLike, method: str | None = Non
         for i, w in enumerate(self.words)
     )
     info = "".join(f"<p>{html.escape(line)}</p>" for line in _header(self)[1:])
+    info += f'<p class="legend"><b>Legend.</b> {html.escape(LEGEND)}</p>'
     page = (
         '<!DOCTYPE html>\n<html><head><meta charset="utf-8">'
         f"<title>lang2net: {html.escape(self.class_name)}</title>"
@@ -89,6 +104,7 @@ def to_png(self: Explanation, path: str | os.PathLike) -> Path:
     """Write a bar chart of the per-word scores (one panel per method), atomically."""
     try:
         from matplotlib.figure import Figure  # no pyplot: no global figure state, no GUI backend
+        from matplotlib.patches import Patch
     except ImportError:
         raise ImportError("to_png needs matplotlib: pip install matplotlib (or 'lang2net[train]')") from None
 
@@ -102,5 +118,10 @@ def to_png(self: Explanation, path: str | os.PathLike) -> Path:
         ax.axhline(0.0, color="black", linewidth=0.6)
         ax.set_xticks(positions, self.words, rotation=45, ha="right", fontsize=9)
         ax.set_ylabel(method)
-    fig.suptitle(f"{self.class_name}: {self.objective_kind}", fontsize=10)
+    agreement = f"; agreement {self.rank_correlation:+.2f}" if self.rank_correlation is not None else ""
+    fig.suptitle(f"{self.class_name}: {self.objective_kind}{agreement}", fontsize=10)
+    if self.image_names:
+        fig.text(0.01, 0.0, "images: " + ", ".join(self.image_names), fontsize=7, va="bottom")
+    handles = [Patch(color="#2a9d4a", label="favours this class"), Patch(color="#d23232", label="favours the others")]
+    axes[0].legend(handles=handles, loc="upper right", fontsize=8, frameon=False)
     return write_atomic(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))

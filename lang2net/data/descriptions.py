@@ -65,7 +65,7 @@ def _parse(text: str, path: Path) -> Any:
 
 
 def check_descriptions(descriptions: Mapping[str, Sequence[str]], source: str = "descriptions") -> dict[str, list[str]]:
-    """Validate class -> paraphrases: ``normalize_descriptions`` plus non-empty lists of non-blank strings.
+    """Validate class -> one description or a list of paraphrases (``normalize_descriptions``), naming ``source``.
 
     Args:
         descriptions: the mapping.
@@ -75,8 +75,9 @@ def check_descriptions(descriptions: Mapping[str, Sequence[str]], source: str = 
         A plain ``dict[str, list[str]]`` in the mapping's order.
 
     Raises:
-        TypeError: If a class name is not a string or a value is not a list of strings.
-        ValueError: If the mapping is empty, a list is empty or a description is blank.
+        TypeError: If a class name is not a string or a value is not a string or a list of strings.
+        ValueError: If the mapping is empty, a list is empty, a name or description is blank, or two names differ
+            only in case and spacing.
     """
     if isinstance(descriptions, Mapping):
         for name, texts in descriptions.items():
@@ -84,17 +85,12 @@ def check_descriptions(descriptions: Mapping[str, Sequence[str]], source: str = 
                 raise TypeError(
                     f"{source}: class name {_short(name)} is {type(name).__name__}, not str (quote it in YAML)"
                 )
-            if isinstance(texts, str) or not isinstance(texts, Sequence):
-                raise TypeError(f"{source}: class {name!r} needs a list of descriptions, got {_short(texts)}")
+            if not isinstance(texts, (str, Sequence)):
+                raise TypeError(f"{source}: class {name!r} needs a description or a list of them, got {_short(texts)}")
     try:
-        out = normalize_descriptions(descriptions)
+        return normalize_descriptions(descriptions)
     except (TypeError, ValueError) as exc:
         raise type(exc)(f"{source}: {exc}") from None
-    for name, texts in out.items():
-        blank = [i for i, text in enumerate(texts) if not text.strip()]
-        if blank:
-            raise ValueError(f"{source}: class {name!r} has blank descriptions at positions {blank}")
-    return out
 
 
 # public
