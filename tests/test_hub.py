@@ -443,13 +443,22 @@ def test_card_snippets_of_task_peft_and_timm_folders_run(tmp_path, vit_task, cap
         ),
     ]
     monkeypatch.chdir(tmp_path)  # cards name their folder relative to where it is used, never by an absolute path
+    models = {}
     for folder in folders:
         assert str(tmp_path) not in (folder / "README.md").read_text()
         namespace: dict = {}
+        torch.manual_seed(11)  # the task's backbone weights are "random": the snippet and the reference draw the same
         exec(compile(_snippet(folder), f"{folder.name} card", "exec"), namespace)
-        assert isinstance(namespace["model"], torch.nn.Module)
+        models[folder.name] = namespace["model"]
     out = capsys.readouterr().out
     assert "class 0" in out
+    # the peft card's snippet runs offline on the task's own backbone weights and gives the task's logits
+    assert "pretrained=True" not in (tmp_path / "peft" / "README.md").read_text()
+    torch.manual_seed(11)
+    reference = vit_task.bind(lang2net.create_backbone(vit_task.backbone, vit_task.backbone_weights)).eval()
+    x = _images(reference.backbone, 2)
+    with torch.no_grad():
+        assert_close(models["peft"](x), reference(x), 1e-4, "peft card snippet vs bind")
 
 
 def test_timm_export_needs_the_backbone_arguments(tmp_path, vit_task):

@@ -454,12 +454,13 @@ def export_card(
 ) -> ModelCard:
     """The card of a peft LoRA folder or a timm folder exported from a task."""
     backbone_weights = task.backbone_weights
-    pretrained = backbone_weights != "random"  # unknown weights: timm's published ones are the likely guess
     if kind == "peft":
-        code = f"""import timm
+        weights = backbone_weights or "timm"
+        code = f"""import lang2net
 from peft import PeftModel
 
-base = timm.create_model({task.backbone!r}, pretrained={pretrained}, num_classes={task.num_classes})  # the backbone weights the task was made for
+base = lang2net.create_backbone({task.backbone!r}, {weights!r})  # the backbone weights the task was made for
+base.reset_classifier({task.num_classes})  # the generated head's shape; its weights come from the adapter
 model = PeftModel.from_pretrained(base, {name!r}).eval()"""
         what = "a peft LoRA adapter (the deltas as `lora_A` / `lora_B`, the generated head in `modules_to_save`)"
         library, tags = "peft", ["lora", "peft"]
