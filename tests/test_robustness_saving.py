@@ -202,3 +202,30 @@ def test_a_failed_first_save_leaves_nothing(tmp_path, versions, monkeypatch, kin
         with pytest.raises((OSError, KeyboardInterrupt)):
             _save(kind, versions, 0, tmp_path / kind)
     assert listing(tmp_path) == []
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077])
+def test_saved_files_follow_the_umask(tmp_path, umask):
+    """Every file lang2net writes gets the permissions a plain open() would give under the user's umask (safetensors
+    alone would leave 0600 weights behind a 0022 umask)."""
+    from lang2net.apps import explain_render
+    from lang2net.explain import Explanation
+
+    adapter = tiny_adapter()
+    task = make_task(adapter)
+    previous = os.umask(umask)
+    try:
+        adapter.save_pretrained(tmp_path / "generator")
+        task.save_pretrained(tmp_path / "task")
+        task.to_peft(tmp_path / "peft")
+        task.to_timm(tmp_path / "timm", backbone(), model_args={"img_size": IMG})
+        e = Explanation("a", "an apple", ["an", "apple"], [(0, 2), (3, 8)], {"gradient": [0.1, 0.9]}, 1.0, "test")
+        explain_render.to_html(e, tmp_path / "explain" / "a.html")
+        explain_render.to_png(e, tmp_path / "explain" / "a.png")
+        save_descriptions({"a": ["an apple"], "b": ["a pear"]}, tmp_path / "d.yaml")
+    finally:
+        os.umask(previous)
+    files = [p for p in tmp_path.rglob("*") if p.is_file()]
+    assert len(files) >= 14 and any(p.name == "model.safetensors" for p in files)
+    modes = {str(p.relative_to(tmp_path)): oct(p.stat().st_mode & 0o777) for p in files}
+    assert set(modes.values()) == {oct(0o666 & ~umask)}, modes

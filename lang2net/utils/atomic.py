@@ -68,7 +68,9 @@ def atomic_folder(directory: str | os.PathLike, *, carry_over: Callable[[Path], 
         carry_over: entries of an existing ``directory`` for which this returns True and that the new folder lacks are
             copied into it before the swap (a .gitattributes, notes); default: none.
 
-    A failure at any point before the final rename leaves ``directory`` untouched and removes the temporary folder.
+    Files written into the folder get the permissions a plain ``open(path, "w")`` would give and reach the disk before
+    the rename. A failure at any point before the final rename leaves ``directory`` untouched and removes the
+    temporary folder.
     """
     dest = Path(directory)
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -76,6 +78,11 @@ def atomic_folder(directory: str | os.PathLike, *, carry_over: Callable[[Path], 
     tmp.mkdir()  # plain mkdir (not mkdtemp): the folder gets the user's usual permissions
     try:
         yield tmp
+        mode = _umask_mode()
+        for path in tmp.rglob("*"):  # writers that make their own 0600 files (safetensors) get the umask's permissions
+            if path.is_file() and not path.is_symlink():
+                os.chmod(path, mode)
+                _fsync(path)
         if dest.is_dir():
             for entry in dest.iterdir():
                 if carry_over is not None and not (tmp / entry.name).exists() and carry_over(entry):
