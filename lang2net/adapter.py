@@ -32,6 +32,23 @@ __all__ = ["LanguageConditionedAdapter"]
 logger = logging.getLogger(__name__)
 
 
+MAX_D_MODEL = 16384
+
+
+def _check_sizes(config: AdapterConfig) -> None:
+    """Refuse sizes that cannot mean anything before they allocate memory."""
+    specs = config.target_specs or []
+    if specs:
+        limit = max(min(s.fan_in, s.out_features) for s in specs)
+        if config.rank > limit:
+            raise ValueError(
+                f"rank={config.rank} exceeds {limit}, the largest rank any target of {config.backbone} can hold (min "
+                "of its input and output width); LoRA-style ranks are 4-64"
+            )
+    if config.d_model > MAX_D_MODEL:
+        raise ValueError(f"d_model={config.d_model} is over {MAX_D_MODEL}; the generator's width is usually 128-1024")
+
+
 class LanguageConditionedAdapter(
     nn.Module, PyTorchModelHubMixin, library_name="lang2net", tags=list(cards.HUB_TAGS), license=cards.LICENSE
 ):
@@ -50,6 +67,7 @@ class LanguageConditionedAdapter(
         self._text_encoder = text_encoder
         if not config.resolved:
             config = self._resolve(config)
+        _check_sizes(config)  # before any allocation: a typo like rank=10**7 fails here, not in the allocator
         self.config = config
         self.generator = TaskGenerator(config)
         self.source: str | None = None  # set by from_pretrained

@@ -6,6 +6,7 @@ import json
 import logging
 import os
 import reprlib
+import threading
 import warnings
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
@@ -283,6 +284,7 @@ class TextEncoder:
 
         self._cache: OrderedDict[str, torch.Tensor] = OrderedDict()
         self._cache_size = cache_size
+        self._cache_lock = threading.Lock()  # threads share one encoder: the LRU's reorders and evictions are guarded
         self._hits = 0
         self._misses = 0
         self.num_forward_calls = 0
@@ -341,9 +343,10 @@ class TextEncoder:
 
     def clear_cache(self) -> None:
         """Drop all cached embeddings and reset hit and miss counters."""
-        self._cache.clear()
-        self._hits = 0
-        self._misses = 0
+        with self._cache_lock:
+            self._cache.clear()
+            self._hits = 0
+            self._misses = 0
 
     def encode(self, texts: Sequence[str], *, show_progress: bool = False) -> torch.Tensor:
         """Embed texts, reusing cached embeddings and encoding each distinct text once.
@@ -378,15 +381,16 @@ class TextEncoder:
         # Collect this call's embeddings locally so that a cache smaller than the call cannot evict them early.
         found: dict[str, torch.Tensor] = {}
         missing: list[str] = []
-        for text in dict.fromkeys(texts):
-            cached = self._cache.get(text)
-            if cached is None:
-                missing.append(text)
-            else:
-                self._cache.move_to_end(text)
-                found[text] = cached
-        self._hits += len(found)
-        self._misses += len(missing)
+        with self._cache_lock:
+            for text in dict.fromkeys(texts):
+                cached = self._cache.get(text)
+                if cached is None:
+                    missing.append(text)
+                else:
+                    self._cache.move_to_end(text)
+                    found[text] = cached
+            self._hits += len(found)
+            self._misses += len(missing)
 
         if missing:
             computed = self._forward_texts(missing, show_progress=show_progress, stacklevel=stacklevel + 1)
@@ -398,11 +402,12 @@ class TextEncoder:
         """Insert embeddings into the LRU cache, evicting the least recently used entries beyond ``cache_size``."""
         if self._cache_size == 0:
             return
-        for text, embedding in embeddings.items():
-            self._cache[text] = embedding
-            self._cache.move_to_end(text)
-        while len(self._cache) > self._cache_size:
-            self._cache.popitem(last=False)
+        with self._cache_lock:
+            for text, embedding in embeddings.items():
+                self._cache[text] = embedding
+                self._cache.move_to_end(text)
+            while len(self._cache) > self._cache_size:
+                self._cache.popitem(last=False)
 
     def _forward_texts(self, texts: list[str], *, show_progress: bool, stacklevel: int) -> dict[str, torch.Tensor]:
         """Run the model on distinct uncached texts and return one embedding per text."""

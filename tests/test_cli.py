@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 
 import numpy as np
 import pytest
@@ -196,3 +197,121 @@ def test_demo_without_fashion_mnist_runs_on_photos(tmp_path, capsys, monkeypatch
     assert main(["demo", "--adapter", PUBLISHED, "--output", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "not installed" in out and "cat" in out and (tmp_path / "predictions.png").is_file()
+
+
+def test_help_is_fast_and_imports_no_torch():
+    """`lang2net --help` and `--version` import neither torch nor the heavy subcommand modules."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from lang2net.apps.cli import build_parser; build_parser(); "
+        "print(sorted(m for m in ('torch', 'timm', 'transformers') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+    version = subprocess.run(
+        [sys.executable, "-m", "lang2net.apps.cli", "--version"], capture_output=True, text=True, check=True
+    )
+    assert version.stdout.strip() == f"lang2net {lang2net.__version__}"
+
+
+def test_examples_stay_pasteable_and_every_option_has_help(capsys):
+    parser = build_parser()
+    for name, sub in parser._subparsers._group_actions[0].choices.items():
+        if getattr(sub, "fill", None):
+            sub.parse_known_args([])  # fills the lazy parser (bench, bench-generation)
+        undocumented = [a.dest for a in sub._actions if not a.help]
+        assert undocumented == [], (name, undocumented)
+    with pytest.raises(SystemExit):
+        main(["bench", "--help"])
+    out = capsys.readouterr().out
+    # the example is printed as written: one line, not re-wrapped by argparse
+    assert (
+        "example: lang2net bench --device cuda --model vit_base_patch16_224 --batch-size 128 --dtype bf16 --compile"
+        in out
+    )
+
+
+def test_verbose_and_debug_work_after_the_subcommand(generator_dir, tmp_path, capsys):
+    args = ["generate", "--adapter", str(generator_dir), "--descriptions", str(tmp_path / "none.yaml"), "--output", "x"]
+    assert main([*args, "-v"]) == 1  # parsed, ran, failed with a one-line error (no "unrecognized arguments")
+    assert "lang2net generate: error:" in capsys.readouterr().err
+    with pytest.raises(FileNotFoundError):
+        main([*args, "--debug"])  # --debug after the subcommand shows the exception
+
+
+def test_single_string_descriptions_in_a_file(generator_dir, tmp_path, capsys):
+    path = tmp_path / "classes.yaml"
+    path.write_text("coat: a long warm coat\nbag: [a handbag, a tote with two handles]\n")
+    assert main(["generate", "--adapter", str(generator_dir), "--descriptions", str(path), "--output",
+                 str(tmp_path / "t")]) == 0  # fmt: skip
+    task = lang2net.TaskAdaptation.from_pretrained(str(tmp_path / "t"))
+    assert task.descriptions == {"coat": ["a long warm coat"], "bag": ["a handbag", "a tote with two handles"]}
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("", "is empty; write one line per class"),
+        ("a: '   '\nb: a pear\n", "class 'a': description 0 is blank"),
+        ("Cat: a cat\n'cat ': another cat\n", "'Cat' and 'cat ' are the same class"),
+        ("apple: a red apple\n", "one class ('apple') makes a classifier that gives every image probability 1.0"),
+    ],
+)
+def test_bad_descriptions_are_one_line(generator_dir, tmp_path, capsys, text, message):
+    path = tmp_path / "classes.yaml"
+    path.write_text(text)
+    assert main(["generate", "--adapter", str(generator_dir), "--descriptions", str(path), "--output",
+                 str(tmp_path / "t")]) == 1  # fmt: skip
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1 and not (tmp_path / "t").exists()
+
+
+@pytest.fixture(scope="module")
+def task_dir(generator_dir, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("task") / "task"
+    adapter = lang2net.LanguageConditionedAdapter.from_pretrained(str(generator_dir))
+    adapter.generate({"sandal": "an open shoe", "bag": "a handbag", "cat": "a cat"}).save_pretrained(folder)
+    return folder
+
+
+def test_predict_streams_in_batches_and_checks_flags_first(task_dir, tmp_path, capsys, monkeypatch):
+    paths = []
+    for i in range(5):
+        array = np.random.default_rng(i).integers(0, 255, (30 + i, 20 + 3 * i, 3), dtype=np.uint8)
+        Image.fromarray(array).save(tmp_path / f"{i}.png")
+        paths.append(str(tmp_path / f"{i}.png"))
+    rows = {}
+    for batch in (2, 5):
+        torch.manual_seed(5)
+        assert (
+            main(["predict", "--task", str(task_dir), *paths, "--json", "--top-k", "3", "--batch-size", str(batch)])
+            == 0
+        )
+        rows[batch] = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [r["image"] for r in rows[2]] == paths and rows[2] == rows[5]  # batching changes nothing
+    from lang2net.apps import predict
+
+    batches = list(predict.read_batches(paths, {"mean": [0.5] * 3, "std": [0.5] * 3}, 16, 2, False))
+    assert [len(names) for names, _ in batches] == [2, 2, 1] and batches[0][1].shape == (2, 3, 16, 16)
+    for flag, value in (("--top-k", "0"), ("--batch-size", "-1"), ("--img-size", "0")):
+        assert main(["predict", "--task", "no-such-task", paths[0], flag, value]) == 1
+        err = capsys.readouterr().err
+        assert f"{flag} must be a positive int" in err, err  # checked before the task is even looked up
+    # a huge image: one line from its header, no PIL DecompressionBombWarning, nothing decoded
+    monkeypatch.setattr("lang2net.data.images.MAX_PIXELS", 500)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert main(["predict", "--task", str(task_dir), paths[4]]) == 1
+    err = capsys.readouterr().err
+    assert "is 32x34 = 1,088 pixels, over the limit of 500" in err and err.count("\n") == 1
+
+
+def test_errors_name_the_cli_flags(generator_dir, tmp_path, capsys):
+    path = tmp_path / "classes.yaml"
+    path.write_text("sandal: an open shoe\nbag: a handbag\n")
+    args = ["explain", "--adapter", str(generator_dir), "--descriptions", str(path), "--class", "zebra"]
+    assert main(args) == 1
+    err = capsys.readouterr().err
+    assert "--class 'zebra' is not among the described classes" in err and "target_class" not in err

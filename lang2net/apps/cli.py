@@ -7,6 +7,7 @@ import dataclasses
 import json
 import logging
 import os
+import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -96,8 +97,8 @@ def _add_export(sub) -> None:
         epilog="example: lang2net export --task my-task --format peft --output my-task-peft",
     )
     p.add_argument("--task", required=True, help="task folder (from `lang2net generate`) or Hub id")
-    p.add_argument("--format", choices=("peft", "timm"), required=True)
-    p.add_argument("--output", required=True)
+    p.add_argument("--format", choices=("peft", "timm"), required=True, help="peft LoRA folder or plain timm folder")
+    p.add_argument("--output", required=True, help="folder to write (replaced atomically)")
     p.add_argument("--backbone-weights", help="backbone weight source for timm export (default: the task's own)")
     p.set_defaults(func=_run_export)
 
@@ -153,7 +154,9 @@ def _add_explain(sub) -> None:
     p.add_argument("--descriptions", required=True, help="YAML/JSON: class -> description(s)")
     p.add_argument("--class", dest="target", required=True, help="the class to explain")
     p.add_argument("--index", type=int, default=0, help="which of the class's descriptions (default 0)")
-    p.add_argument("--method", choices=("gradient", "occlusion", "both"), default="both")
+    p.add_argument(
+        "--method", choices=("gradient", "occlusion", "both"), default="both", help="attribution method (default both)"
+    )
     p.add_argument("--steps", type=int, default=16, help="integrated-gradient steps (1: plain gradient x input)")
     p.add_argument("--images", nargs="*", help="images of the class: explain its logit on them (else the head)")
     p.add_argument("--img-size", type=int, help="input side for --images (default: the generator's training size)")
@@ -202,8 +205,8 @@ def _add_push(sub) -> None:
         epilog="example: lang2net push adapters/fashion-mnist-effnet-lite0 --repo-id me/fm-generator",
     )
     p.add_argument("folder", help="a lang2net generator or task folder")
-    p.add_argument("--repo-id", required=True)
-    p.add_argument("--private", action="store_true")
+    p.add_argument("--repo-id", required=True, help="Hub repo id, e.g. you/my-generator")
+    p.add_argument("--private", action="store_true", help="create the repo private")
     p.set_defaults(func=_run_push)
 
 
@@ -448,6 +451,24 @@ def _version() -> str:
         return "unknown (not installed)"
 
 
+# library parameter names in error messages -> the flags a shell user typed
+_FLAGS = {
+    "target_class": "--class",
+    "description_index": "--index",
+    "limit_per_class": "--limit-per-class",
+    "img_size": "--img-size",
+    "batch_size": "--batch-size",
+    "top_k": "--top-k",
+    "backbone_weights": "--backbone-weights",
+}
+
+
+def _as_flags(message: str) -> str:
+    for name, flag in _FLAGS.items():
+        message = re.sub(rf"(?<![\w.-]){name}\b(?!\.)", flag, message)
+    return message
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -467,7 +488,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as e:  # one line a shell user can act on; the traceback only when asked
         if args.debug:
             raise
-        print(f"lang2net {args.command}: error: {e}", file=sys.stderr)
+        print(f"lang2net {args.command}: error: {_as_flags(str(e))}", file=sys.stderr)
         return 1
 
 

@@ -119,6 +119,8 @@ def load_descriptions(path: str | os.PathLike[str]) -> dict[str, list[str]]:
     except UnicodeDecodeError as exc:
         raise ValueError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
     data = _parse(text, path)
+    if data is None:
+        raise ValueError(f"{path} is empty; write one line per class, e.g. 'sandal: an open summer shoe'")
     if not isinstance(data, Mapping):
         raise ValueError(
             f"{path}: expected a mapping of class name to a list of descriptions, got {type(data).__name__}"

@@ -36,20 +36,21 @@ def _on_white(image: Image.Image) -> Image.Image:
 
 
 def open_image(
-    path: str | os.PathLike[str], size_hint: int | None = None, *, max_pixels: int = MAX_PIXELS
+    path: str | os.PathLike[str], size_hint: int | None = None, *, max_pixels: int | None = None
 ) -> np.ndarray:
     """Read one image file as uint8 ``(H, W, 3)`` RGB (EXIF orientation applied, transparency on white).
 
     Args:
         size_hint: the side the image will be resized to: a JPEG is then decoded at a reduced scale (never below
             twice the hint), not at full size. The image is not resized here (see :func:`square_resize`).
-        max_pixels: larger images are refused from their header, before decoding.
+        max_pixels: larger images are refused from their header, before decoding (default :data:`MAX_PIXELS`).
 
     Raises:
         FileNotFoundError: the file does not exist.
         ValueError: the file is not a readable image, or has more than ``max_pixels`` pixels.
     """
     check_int("size_hint", size_hint, optional=True)
+    max_pixels = MAX_PIXELS if max_pixels is None else max_pixels
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"image not found: {path}")

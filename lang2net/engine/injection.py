@@ -115,6 +115,8 @@ class Injection:
         self._merged_deltas: dict[str, LowRankDelta] = {}
         self._requires_grad: dict[str, bool] = {}
         self._removed = False
+        self._active = 0  # apply() blocks running now, in any thread: remove/merge/unmerge wait for none
+        self._active_lock = threading.Lock()
         modules = dict(model.named_modules())
         with _INJECTED_LOCK:  # check again and register in one step (another thread may have injected meanwhile)
             if model in _INJECTED:
@@ -165,6 +167,7 @@ class Injection:
             return self.model
         if self._var.get() is not None:
             raise RuntimeError("remove() inside inj.apply(...): leave the with-block first")
+        self._check_idle("remove()")
         if self._merged:
             self._restore_merged()
         for name in list(self._modules):
@@ -295,10 +298,24 @@ class Injection:
         batch = self._validate(deltas)
         state = CallState(dict(deltas), weight_space=self._resolve_strategy(deltas, strategy, batch))
         token = self._var.set(state)
+        with self._active_lock:
+            self._active += 1
         try:
             yield self
         finally:
+            with self._active_lock:
+                self._active -= 1
             self._var.reset(token)
+
+    def _check_idle(self, what: str) -> None:
+        """Changing the weights or the hooks while another thread runs apply() would change that thread's results."""
+        with self._active_lock:
+            busy = self._active
+        if busy:
+            raise RuntimeError(
+                f"{what} while {busy} inj.apply() call(s) run in other threads would change their results; "
+                "call it when they are done"
+            )
 
     def merge(self, deltas: Mapping[str, LowRankDelta]) -> None:
         """Fold shared deltas into the weights in place; :meth:`unmerge` or :meth:`remove` restore them bit for bit.
@@ -309,6 +326,7 @@ class Injection:
         All folded weights are computed and checked for non-finite values before any weight is written.
         """
         self._check_alive()
+        self._check_idle("merge()")
         if self._merged:
             raise RuntimeError("deltas are already merged; unmerge() before merging others")
         if self._validate(deltas) is not None:
@@ -329,6 +347,7 @@ class Injection:
     def unmerge(self, deltas: Mapping[str, LowRankDelta] | None = None) -> None:
         """Restore the weights saved by :meth:`merge` (bit for bit). If ``deltas`` is given it must be the merged set."""
         self._check_alive()
+        self._check_idle("unmerge()")
         if not self._merged:
             raise RuntimeError("nothing is merged")
         if deltas is not None and (

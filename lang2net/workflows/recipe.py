@@ -224,6 +224,8 @@ def load_recipe(path: str | os.PathLike) -> Recipe:
             mark = getattr(e, "problem_mark", None)
             where = f" at line {mark.line + 1}" if mark is not None else ""
             raise ValueError(f"recipe {path} does not parse{where}: {getattr(e, 'problem', e)}") from None
+    if data is None:
+        raise ValueError(f"recipe {path} is empty; a recipe needs at least a name (see hub_configs/ for examples)")
     try:
         return Recipe.from_dict(data)
     except (ValueError, TypeError) as e:
