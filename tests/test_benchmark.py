@@ -177,8 +177,13 @@ def test_protocol_a_equals_a_direct_recomputation(result, styles, adapter, cache
         rows, labels = local_order(data, UNSEEN)
         test_x.append(feats[rows])
         test_y.append(labels)
-    v = eszsl_fit(torch.cat(fit_x), torch.cat(fit_y), emb, **entry["params"])
-    scores = eszsl_scores(torch.cat(test_x), v, emb[len(TRAIN) + len(VALIDATION) :])
+    # centred on the train classes' images (the fit set before the refit adds validation), then L2-normalised
+    train_only = torch.cat([direct_features(cache, d)[local_order(d, TRAIN)[0]] for d in (twitter, google)])
+    mean = train_only.mean(0)
+    fit = torch.nn.functional.normalize(torch.cat(fit_x) - mean, dim=1)
+    test = torch.nn.functional.normalize(torch.cat(test_x) - mean, dim=1)
+    v = eszsl_fit(fit, torch.cat(fit_y), emb, **entry["params"])
+    scores = eszsl_scores(test, v, emb[len(TRAIN) + len(VALIDATION) :])
     direct = per_class_topk(scores, torch.cat(test_y), k=(1, 5))
     assert entry["top1"] == pytest.approx(direct["top1"], abs=1e-12)
     assert entry["top5"] == pytest.approx(direct["top5"], abs=1e-12)
@@ -272,10 +277,10 @@ def test_examples_point_at_real_test_images(result, styles):
 def test_calibration_does_not_lower_h_where_it_was_chosen(result):
     for name, entry in result["protocol_b"].items():
         assert entry["h_val_cal"] >= entry["h_val_raw"], name
-        for key in ("seen", "unseen", "h", "seen_cal", "unseen_cal", "h_cal"):
-            assert 0 <= entry[key] <= 1, (name, key)
-    devise = result["protocol_b"]["devise"]  # raw: every validation image goes to a train class (H = 0)
-    assert devise["h_val_raw"] == 0 and devise["h_val_cal"] > 0.25 and devise["gamma"] > 0
+    # ties in H go to the smallest |gamma|: a calibration that gains nothing on validation is no calibration
+    for name, entry in result["protocol_b"].items():
+        if name != "chance" and entry["h_val_cal"] == entry["h_val_raw"]:
+            assert entry["gamma"] == 0 and entry["h_cal"] == entry["h"], name
 
 
 def test_train_classes_are_recognised_across_styles(result):

@@ -29,6 +29,7 @@ from torch import nn
 import lang2net
 from lang2net import mixed_task_logits
 from lang2net.engine.injection import _INJECTED
+from lang2net.task import adapted_logits
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -363,3 +364,60 @@ def test_generation_while_other_threads_run_inference(adapter):
     assert _in_threads([generate, *(infer(i) for i in range(3))]) == []
     _INJECTED[model].remove()
     assert no_hooks_left(model) == []
+
+
+def test_remove_or_merge_while_another_thread_applies_is_refused(adapter):
+    """Changing hooks or weights under a running apply() would change that thread's results: it raises instead, and
+    the running thread's logits stay those of its task."""
+    model = backbone()
+    task = make_task(adapter, 3)
+    x = images(model, 2)
+    classifier = task.bind(model)
+    inj = _INJECTED[model]
+    with torch.no_grad():
+        reference = classifier(x)
+    inside, release, got = threading.Event(), threading.Event(), {}
+
+    def hold() -> None:
+        with torch.no_grad(), inj.apply(classifier.deltas):
+            inside.set()
+            release.wait(10)
+            got["logits"] = adapted_logits(model, None, {}, classifier.head.weight, classifier.head.bias, x)
+
+    worker = threading.Thread(target=hold)
+    worker.start()
+    assert inside.wait(10)
+    try:
+        for call in (inj.remove, lambda: inj.merge(classifier.deltas), inj.unmerge):
+            with pytest.raises(RuntimeError, match=r"while 1 inj.apply\(\) call\(s\) run in other threads"):
+                call()
+    finally:
+        release.set()
+        worker.join(10)
+    assert torch.equal(got["logits"], reference)  # the other thread kept its task's deltas
+    inj.merge(classifier.deltas)  # once nobody applies, both work again
+    inj.unmerge()
+    inj.remove()
+    assert no_hooks_left(model) == []
+
+
+def test_text_encoder_cache_is_safe_across_threads():
+    """Threads encoding overlapping texts through a small LRU get the serial embeddings and a consistent cache."""
+    encoder = lang2net.TextEncoder(lang2net.PACKAGED_MINILM, cache_size=8)
+    texts = [f"a picture of thing number {i}" for i in range(24)]
+    reference = lang2net.TextEncoder(lang2net.PACKAGED_MINILM, cache_size=0).encode(texts)
+    results: dict[int, torch.Tensor] = {}
+
+    def work(i: int) -> Callable[[], None]:
+        def run() -> None:
+            order = texts[i:] + texts[:i]
+            for _ in range(3):
+                results[i] = encoder.encode(order)
+
+        return run
+
+    assert _in_threads([work(i) for i in range(4)]) == []
+    for i, got in results.items():
+        assert torch.allclose(got, torch.cat([reference[i:], reference[:i]]), atol=1e-5)
+    info = encoder.cache_info()
+    assert info["size"] <= 8 and info["hits"] + info["misses"] == 4 * 3 * 24

@@ -1,8 +1,9 @@
 """Many-class zero-shot benchmark on two image styles: feature-cached baselines and generators, protocols A and B.
 
 Methods, all scored on the same test images of a fold: ``chance`` (analytic); ``eszsl`` and ``devise`` (closed-form
-fits on cached pooled features of the frozen backbone, hyperparameters chosen on the fold's validation classes; class
-embeddings: the L2-normalised mean of each class's description embeddings); ``conse`` (ImageNet probabilities mapped
+fits on cached pooled features of the frozen backbone, centred on the fit images' mean and L2-normalised,
+hyperparameters chosen on the fold's validation classes; class embeddings: the L2-normalised mean of each class's
+description embeddings); ``conse`` (ImageNet probabilities mapped
 to classes by text similarity); one method per generator folder given (``head_only``, ``full``, ...): a generated task
 run through ``task.bind(backbone)``, on images (a full generator changes the backbone, so no feature cache).
 
@@ -51,7 +52,7 @@ from .benchmark_report import (
 )
 from .evaluation import text_similarity_scorer
 from .metrics import mcnemar
-from .zsl import devise_fit, devise_scores, eszsl_fit, eszsl_scores, select_by_validation
+from .zsl import center_normalize, devise_fit, devise_scores, eszsl_fit, eszsl_scores, select_by_validation
 
 __all__ = [
     "DEFAULT_GRIDS",
@@ -290,12 +291,14 @@ def _fit_baseline(
     """Hyperparameters by validation top-1, then the fit on ``fit`` (plus ``val`` when ``refit``)."""
     fit_fn, score_fn = _FITS[kind]
     (xf, yf), (xv, yv) = fold.gather(fit), fold.gather(val)
+    mean = xf.mean(0)  # features are centred on the fit images and L2-normalised: see zsl.center_normalize
+    xf, xv = center_normalize(xf, mean), center_normalize(xv, mean)
     params, _ = select_by_validation(fit_fn, score_fn, grid, xf, yf, xv, yv, fold.emb)
     if edge := {k: v for k, v in params.items() if len(grid[k]) > 1 and v in (min(grid[k]), max(grid[k]))}:
         logger.info("%s: %s chosen at the edge of its grid; consider widening it", kind, edge)
     if refit:
         xf, yf = torch.cat([xf, xv]), torch.cat([yf, yv])
-    return fit_fn(xf, yf, fold.emb, **params), params
+    return (fit_fn(xf, yf, fold.emb, **params), mean), params
 
 
 class _ClassifierOnFeatures(nn.Sequential):
@@ -363,8 +366,8 @@ def _method_scores(
     params: dict[str, dict[str, float]] = {}
     for kind, grid in DEFAULT_GRIDS.items():
         with _timed(timings, f"{key}:{kind}"):
-            model, params[kind] = _fit_baseline(kind, fold, *train, run.options.grids.get(kind, grid))
-            scores[kind] = _FITS[kind][1](x, model, fold.emb[start : start + len(names)])
+            (model, mean), params[kind] = _fit_baseline(kind, fold, *train, run.options.grids.get(kind, grid))
+            scores[kind] = _FITS[kind][1](center_normalize(x, mean), model, fold.emb[start : start + len(names)])
     if run.conse is not None:
         with _timed(timings, f"{key}:conse"):
             scores["conse"] = run.conse(x, names)

@@ -38,6 +38,7 @@ from .metrics import (
 
 __all__ = [
     "calibrated_stacking",
+    "center_normalize",
     "choose_calibration",
     "devise_fit",
     "devise_scores",
@@ -45,6 +46,16 @@ __all__ = [
     "eszsl_scores",
     "select_by_validation",
 ]
+
+
+def center_normalize(features: Tensor, mean: Tensor) -> Tensor:
+    """(n, f) features minus the fit set's mean (f,), then L2-normalised per row.
+
+    Post-ReLU pooled CNN features share a large positive mean direction; left in, it dominates ``X Xᵀ`` and the
+    ridge regulariser cannot be set for both it and the discriminative directions (on emoji fold 0 at 64 px: ESZSL
+    2.3% top-1 on raw features, 11.6% centred and normalised; DeViSE 10.9% vs 12.6%).
+    """
+    return F.normalize(features - mean.to(features), dim=1)
 
 
 # ESZSL
