@@ -275,17 +275,15 @@ def _run_eval(args) -> int:
 
 def evaluate_runs(recipe, runs: Path, folds: Sequence[int] | None, output: Path | None) -> dict:
     """Evaluate every fold's trained generators (full and head-only) plus the baselines; write the report."""
-    from ..data import load_dataset
     from ..workflows.evaluation import evaluate_fold, write_report
+    from ..workflows.training import load_recipe_data
 
     if folds is None:
         folds = sorted(int(p.name[4:]) for p in runs.glob("fold*") if p.name[4:].isdigit())
     if not folds:
         raise FileNotFoundError(f"no fold<k> folders in {runs}; run `lang2net train` first")
     d = recipe.data
-    test = load_dataset(
-        d.dataset, "test", root=d.root, descriptions=d.descriptions, limit_per_class=d.test_limit_per_class
-    )
+    test = load_recipe_data(recipe, d.test_split, d.test_limit_per_class)
     results = []
     for fold in folds:
         generators = {m: runs / f"fold{fold}" / m / "generator" for m in ("head_only", "full")}

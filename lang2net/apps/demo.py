@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -12,6 +11,7 @@ import numpy as np
 import torch
 
 from ..utils.atomic import write_atomic
+from .demo_emoji import recorded_fold
 
 __all__ = ["DEFAULT_ADAPTER", "DemoResult", "format_result", "parse_describe", "prediction_grid", "run_demo"]
 
@@ -30,12 +30,16 @@ _PHOTOS = {  # scikit-image's bundled photos, used when Fashion-MNIST cannot be 
 class DemoResult:
     """What the demo measured and wrote."""
 
-    source: str  # "fashion_mnist" or "photos"
+    source: str  # "emoji", "fashion_mnist" or "photos"
     classes: list[str]
     metrics: dict[str, dict[str, float]] = field(default_factory=dict)  # method -> zsl / gzsl_* (fractions)
     recorded: dict[str, float] = field(default_factory=dict)  # results stored with the published generator
     grid: Path | None = None
     predictions: list[tuple[str, str | None]] = field(default_factory=list)  # (predicted, true)
+    fold: int = 0
+    matched: dict[str, str] = field(default_factory=dict)  # --describe name -> dataset class it was matched to
+    accuracy: float | None = None  # on the images of the matched described classes
+    n_images: int = 0
 
 
 def parse_describe(items: Sequence[str]) -> dict[str, list[str]]:
@@ -49,37 +53,62 @@ def parse_describe(items: Sequence[str]) -> dict[str, list[str]]:
     return out
 
 
-def _recipe_for(adapter_path: str, adapter_config, img_size: int | None, limit: int):
-    from ..workflows.recipe import DataConfig, Recipe, load_recipe
+def _published_recipe(adapter_path: str):
+    """The recipe that built a published folder (``hub_configs/<name>.yaml`` beside ``adapters/<name>``), or None."""
+    from ..io.cards import find_recipe
+    from ..workflows.recipe import load_recipe
 
+    path = find_recipe(adapter_path) if Path(adapter_path).is_dir() else None
+    return load_recipe(path) if path is not None else None
+
+
+def _emoji(adapter_path: str, recipe, describe, out: Path, fold: int, grid_size: int) -> DemoResult:
+    from .demo_emoji import run_emoji_demo
+
+    got = run_emoji_demo(adapter_path, recipe, describe=describe, output=out, fold=fold, grid_size=grid_size)
+    if describe:
+        return DemoResult(
+            "emoji",
+            list(describe),
+            grid=got["files"][0],
+            matched=got["matched"],
+            accuracy=got["accuracy"],
+            n_images=got["n_images"],
+        )
+    result = got["result"]
+    unseen = list(load_split_names(recipe, fold))
+    metrics = {m: {"top1": r["top1"], "top5": r["top5"]} for m, r in result["protocol_a"].items()}
+    grid = next((f for f in got["files"] if f.name == "examples.png"), None)
+    return DemoResult("emoji", unseen, metrics, got["recorded"], grid, fold=fold)
+
+
+def load_split_names(recipe, fold: int) -> list[str]:
+    from ..workflows.training import load_split
+
+    return list(load_split(recipe, fold).unseen)
+
+
+def _recipe_for(adapter_path: str, adapter_config, img_size: int | None, limit: int):
+    from ..workflows.recipe import DataConfig, Recipe
+
+    recipe = _published_recipe(adapter_path)
     name = Path(adapter_path).name
-    candidates = [
-        Path("hub_configs") / f"{name}.yaml",
-        Path(__file__).resolve().parents[1] / "hub_configs" / f"{name}.yaml",
-    ]
-    recipe = next((load_recipe(p) for p in candidates if p.is_file()), None)
     data = recipe.data if recipe is not None else DataConfig(dataset="fashion_mnist")
     data = DataConfig(dataset="fashion_mnist", img_size=img_size or data.img_size, test_limit_per_class=limit)
     return Recipe(name=name if recipe is None else recipe.name, adapter=adapter_config, data=data)
 
 
-def _recorded(adapter_path: str) -> dict[str, float]:
-    path = Path(adapter_path) / "metrics.json"
-    if not path.is_file():
-        return {}
-    data = json.loads(path.read_text(encoding="utf-8"))
-    rows = data if isinstance(data, list) else data.get("results", [data])
-    out = {}
-    for row in rows:
-        if isinstance(row, Mapping) and "metric_type" in row:
-            out[str(row.get("metric_name") or row["metric_type"])] = float(row["metric_value"])
-        elif isinstance(row, Mapping) and isinstance(row.get("metrics"), Mapping):
-            out.update({str(k): float(v) for k, v in row["metrics"].items()})
-    return out
-
-
-def prediction_grid(images: torch.Tensor, predicted: Sequence[str], truth: Sequence[str | None], path: Path) -> Path:
-    """A PNG grid of images titled with the prediction (green when right, red when wrong, black when unknown)."""
+def prediction_grid(
+    images: torch.Tensor,
+    predicted: Sequence[str],
+    truth: Sequence[str | None],
+    path: Path,
+    *,
+    confidences: Sequence[float] | None = None,
+    title: str | None = None,
+) -> Path:
+    """A PNG grid of images titled with the prediction and its confidence (green when right, red when wrong, black
+    when unknown), under an overall ``title`` (e.g. the accuracy)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -91,10 +120,14 @@ def prediction_grid(images: torch.Tensor, predicted: Sequence[str], truth: Seque
     fig, axes = plt.subplots(rows, cols, figsize=(2 * cols, 2.2 * rows), squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
-    for ax, image, pred, true in zip(axes.flat, images, predicted, truth, strict=False):
+    confidences = confidences if confidences is not None else [None] * n
+    for ax, image, pred, true, conf in zip(axes.flat, images, predicted, truth, confidences, strict=False):
         ax.imshow(image.numpy(), cmap="gray" if image.ndim == 2 else None)
         color = "black" if true is None else ("green" if pred == true else "red")
-        ax.set_title(pred if true is None or pred == true else f"{pred}\n(is {true})", fontsize=8, color=color)
+        shown = pred if conf is None else f"{pred} ({100 * conf:.0f}%)"
+        ax.set_title(shown if true is None or pred == true else f"{shown}\n(is {true})", fontsize=8, color=color)
+    if title:
+        fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     write_atomic(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
     plt.close(fig)
@@ -145,10 +178,13 @@ def run_demo(
     from ..data import class_splits, load_dataset
     from ..workflows.evaluation import evaluate_fold
 
+    out = Path(output)
+    published = _published_recipe(adapter_path)
+    if published is not None and published.data.dataset == "emoji":
+        return _emoji(adapter_path, published, describe, out, fold, grid_size)
     adapter = LanguageConditionedAdapter.from_pretrained(adapter_path)
     recipe = _recipe_for(adapter_path, adapter.config, img_size, limit_per_class)
     size = recipe.data.img_size
-    out = Path(output)
     try:
         test = load_dataset("fashion_mnist", "test", limit_per_class=limit_per_class)
     except FileNotFoundError:
@@ -187,7 +223,7 @@ def run_demo(
         "fashion_mnist",
         list(split.unseen),
         metrics,
-        _recorded(adapter_path),
+        recorded_fold(adapter_path),
         grid,
         list(zip(predicted, truth, strict=True)),
     )
@@ -195,17 +231,43 @@ def run_demo(
 
 def format_result(result: DemoResult) -> str:
     """The demo's terminal report."""
-    lines = [f"classes written from descriptions ({result.source}): {', '.join(result.classes)}"]
+    lines = [f"classes written from descriptions ({result.source}): " + _few(result.classes)]
     if result.metrics:
-        lines += ["", "| method | ZSL unseen top-1 | GZSL seen | GZSL unseen | GZSL H |", "|---|---:|---:|---:|---:|"]
+        keys = list(next(iter(result.metrics.values())))
+        names = {
+            "zsl": "ZSL unseen top-1",
+            "gzsl_seen": "GZSL seen",
+            "gzsl_unseen": "GZSL unseen",
+            "gzsl_h": "GZSL H",
+            "top1": "unseen top-1",
+            "top5": "unseen top-5",
+        }
+        lines += ["", "| method | " + " | ".join(names.get(k, k) for k in keys) + " |", "|---|" + "---:|" * len(keys)]
         for method, m in result.metrics.items():
-            cells = " | ".join(f"{100 * m[k]:.1f}" for k in ("zsl", "gzsl_seen", "gzsl_unseen", "gzsl_h"))
-            lines.append(f"| {method} | {cells} |")
+            lines.append(f"| {method} | " + " | ".join(f"{100 * m[k]:.1f}" for k in keys) + " |")
     if result.recorded:
-        lines += ["", "recorded with the published generator (mean over folds):"]
-        lines += [f"  {k}: {100 * v:.1f}" for k, v in result.recorded.items() if " zsl " in f" {k} "]
-    elif result.predictions:
+        lines += ["", f"recorded when this generator was published (fold {result.fold}, the same unseen classes):"]
+        lines += [f"  {k}: {100 * v:.1f}" for k, v in result.recorded.items()]
+    if result.source == "emoji" and result.matched is not None and not result.metrics:
+        lines += ["", f"matched to emoji classes: {result.matched or 'none'}"]
+        if result.accuracy is not None:
+            lines.append(
+                f"top-1 accuracy on the {result.n_images} images of those classes: {100 * result.accuracy:.1f}%"
+            )
+        else:
+            lines.append("no images of the described classes here: the grid shows other icons, scored among yours")
+    elif result.predictions and not result.metrics:
         lines += ["", *(f"  predicted {p!r}" + (f" (true {t!r})" if t else "") for p, t in result.predictions[:12])]
+    if result.source == "photos":
+        lines += [
+            "",
+            "note: photos are outside the domain of a generator trained on icons or greyscale items; expect "
+            "low confidence and errors",
+        ]
     if result.grid is not None:
         lines += ["", f"sample predictions: {result.grid}"]
     return "\n".join(lines)
+
+
+def _few(names: Sequence[str], n: int = 12) -> str:
+    return ", ".join(names[:n]) + (f" ... ({len(names)} classes)" if len(names) > n else "")

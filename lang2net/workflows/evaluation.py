@@ -160,16 +160,14 @@ def evaluate_fold(
         test: the test LabeledImages (loaded from the recipe when None).
         baselines: also measure chance and text similarity.
     """
-    import timm.data
-
-    from ..data import class_splits, load_dataset, to_backbone_input
+    from ..backbones import data_config as backbone_data_config
+    from ..data import to_backbone_input
+    from .training import load_recipe_data, load_split
 
     d = recipe.data
-    if test is None:
-        test = load_dataset(
-            d.dataset, "test", root=d.root, descriptions=d.descriptions, limit_per_class=d.test_limit_per_class
-        )
-    split = class_splits(d.dataset)[fold]
+    if test is None:  # the recipe's test split, decoded once at its image size (image folders, split files included)
+        test = load_recipe_data(recipe, d.test_split, d.test_limit_per_class)
+    split = load_split(recipe, fold)
     adapters = {
         name: g
         if isinstance(g, LanguageConditionedAdapter)
@@ -180,7 +178,7 @@ def evaluate_fold(
     backbone = first.create_backbone()
     device = next(first.parameters()).device
     backbone.to(device)
-    data_config = timm.data.resolve_data_config({}, model=backbone)
+    data_config = backbone_data_config(backbone, first.config.preprocessing)  # what the generator was trained with
 
     def prepare(images: Tensor) -> Tensor:
         return to_backbone_input(images, data_config, d.img_size).to(device)
@@ -285,7 +283,12 @@ def write_report(folds: list[dict], out_dir: str | os.PathLike, title: str, plot
     return payload
 
 
+MAX_SHOWN = 40  # classes drawn per plot: beyond this a plot is unreadable, so the best and worst are shown
+
+
 def _plots(folds: list[dict], out: Path, method: str) -> None:
+    """Per-class accuracy (all classes up to MAX_SHOWN, else the 20 best and 20 worst, sorted) and the confusion
+    matrix of the fold's most-confused classes (at most 30), sized so labels stay readable."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -297,22 +300,33 @@ def _plots(folds: list[dict], out: Path, method: str) -> None:
             per_class.setdefault(c, []).append(acc)
     if not per_class:
         return
-    fig, ax = plt.subplots(figsize=(max(4, 0.5 * len(per_class)), 3))
-    names = list(per_class)
-    ax.bar(range(len(names)), [100 * sum(v) / len(v) for v in per_class.values()])
-    ax.set_xticks(range(len(names)), names, rotation=60, ha="right", fontsize=7)
-    ax.set_ylabel("ZSL top-1 (%)")
-    ax.set_title(f"{method}: per-class accuracy on unseen classes")
+    means = sorted(((100 * sum(v) / len(v), c) for c, v in per_class.items()), reverse=True)
+    half = MAX_SHOWN // 2
+    shown = means if len(means) <= MAX_SHOWN else [*means[:half], *means[-half:]]
+    fig, ax = plt.subplots(figsize=(6, 0.6 + 0.22 * len(shown)))
+    ax.barh(range(len(shown)), [m for m, _ in shown], color="tab:blue")
+    ax.set_yticks(range(len(shown)), [c for _, c in shown], fontsize=7)
+    ax.invert_yaxis()
+    ax.set_xlabel("ZSL top-1 (%)")
+    note = "" if len(means) <= MAX_SHOWN else f" ({half} best and {half} worst of {len(means)})"
+    ax.set_title(f"{method}: per-class accuracy on unseen classes{note}", fontsize=8)
     fig.tight_layout()
     fig.savefig(out / f"per_class_{method}.png", dpi=120)
     plt.close(fig)
     f0 = next(f for f in folds if method in f["methods"])
     confusion = torch.tensor(f0["methods"][method]["zsl_confusion"], dtype=torch.float)
-    fig, ax = plt.subplots(figsize=(3.5, 3))
-    ax.imshow(confusion / confusion.sum(1, keepdim=True).clamp(min=1), cmap="Blues", vmin=0, vmax=1)
-    ax.set_xticks(range(len(f0["unseen"])), f0["unseen"], rotation=60, ha="right", fontsize=7)
-    ax.set_yticks(range(len(f0["unseen"])), f0["unseen"], fontsize=7)
-    ax.set_title(f"{method}, fold {f0['fold']}: unseen confusion", fontsize=8)
+    rates = confusion / confusion.sum(1, keepdim=True).clamp(min=1)
+    names = list(f0["unseen"])
+    if len(names) > 30:  # the classes most often mistaken for another
+        keep = torch.argsort(1 - rates.diagonal())[-30:].sort().values
+        rates, names = rates[keep][:, keep], [names[i] for i in keep.tolist()]
+    side = 2.5 + 0.18 * len(names)
+    fig, ax = plt.subplots(figsize=(side, side))
+    ax.imshow(rates.numpy(), cmap="Blues", vmin=0, vmax=1)
+    ax.set_xticks(range(len(names)), names, rotation=60, ha="right", fontsize=6)
+    ax.set_yticks(range(len(names)), names, fontsize=6)
+    shown_note = "" if len(names) == len(f0["unseen"]) else f" ({len(names)} most-confused of {len(f0['unseen'])})"
+    ax.set_title(f"{method}, fold {f0['fold']}: unseen confusion{shown_note}", fontsize=8)
     fig.tight_layout()
     fig.savefig(out / f"confusion_{method}_fold{f0['fold']}.png", dpi=120)
     plt.close(fig)
