@@ -1,5 +1,6 @@
 """The notebooks run top to bottom in a fresh python3 kernel (cwd notebooks/, as Jupyter starts it), each prints the
-value it exists to show, and they are stored without outputs."""
+value it exists to show, and they are stored executed: the outputs a reader sees on the Hub or GitHub pass the same
+checks as a fresh run (``python -m tests.test_notebooks`` re-executes and stores them)."""
 
 from __future__ import annotations
 
@@ -16,8 +17,9 @@ NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 CELL_TIMEOUT_S = 120  # per cell; the longest is notebook 03's training + evaluation (~20 s on 1 busy CPU core)
 
 
-def _execute(name: str) -> str:
-    """Run a notebook and return the text it printed (stdout streams and text results, in cell order)."""
+def _execute(name: str, store: bool = False) -> str:
+    """Run a notebook and return the text it printed (stdout streams and text results, in cell order); with
+    ``store``, write it back with its outputs."""
     nb = nbformat.read(NOTEBOOKS / name, as_version=4)
     env = dict(os.environ)
     env.setdefault("OMP_NUM_THREADS", "1")  # small-batch CPU work; extra threads only contend on a shared machine
@@ -25,6 +27,12 @@ def _execute(name: str) -> str:
         nb, timeout=CELL_TIMEOUT_S, kernel_name="python3", resources={"metadata": {"path": str(NOTEBOOKS)}}
     )
     client.execute(env=env)  # raises CellExecutionError with the cell's traceback on any error
+    if store:
+        nbformat.write(nb, NOTEBOOKS / name)
+    return _printed(nb)
+
+
+def _printed(nb) -> str:
     parts = []
     for cell in nb.cells:
         for out in cell.get("outputs", []):
@@ -42,7 +50,11 @@ def _quickstart(text: str) -> None:
     assert n >= 2 and len(rows) == n, text
     assert [int(r.split()[0]) for r in rows] == list(range(n))
     probabilities = [float(r.split()[-1]) for r in rows]
-    assert all(0.0 < p <= 1.0 for p in probabilities)
+    assert all(p >= 0.16 for p in probabilities)  # the top of a softmax over 6 classes is at least 1/6
+    fashion = [r.split() for r in rows if r.split()[1] in ("Trouser", "Sandal", "Sneaker", "Bag")]
+    if fashion:  # Fashion-MNIST images of described classes: the published generator gets most of them
+        right = sum(r[1] == r[2] for r in fashion)
+        assert right >= 0.75 * len(fashion), text
 
 
 def _byo_backbone(text: str) -> None:
@@ -63,7 +75,7 @@ def _train(text: str) -> None:
 
 def _explain(text: str) -> None:
     assert "Sneaker: 'a sports shoe with laces and a thick rubber sole'" in text
-    assert re.search(r"rank correlation, gradient vs occlusion: [+-]\d\.\d{3}", text)
+    assert re.search(r"agreement of gradient and occlusion \(Spearman rank correlation\): [+-]\d\.\d{3}", text)
     table = text[text.index("word ") :].splitlines()[1:9]
     words = ["a", "sports", "shoe", "with", "laces", "and", "a", "thick"]
     assert [line.split()[0] for line in table] == words, text
@@ -81,15 +93,23 @@ def test_every_notebook_is_tested():
     assert sorted(p.name for p in NOTEBOOKS.glob("*.ipynb")) == sorted(name for name, _ in CASES)
 
 
-@pytest.mark.parametrize("name", [name for name, _ in CASES])
-def test_notebook_is_stored_clean(name):
+@pytest.mark.parametrize(("name", "check"), CASES, ids=[name for name, _ in CASES])
+def test_notebook_is_stored_executed(name, check):
     nb = nbformat.read(NOTEBOOKS / name, as_version=4)
     nbformat.validate(nb)
     assert nb.nbformat == 4 and nb.metadata.kernelspec.name == "python3"
     code = [c for c in nb.cells if c.cell_type == "code"]
-    assert code and all(c.outputs == [] and c.execution_count is None for c in code), "clear outputs before saving"
+    assert code and all(c.execution_count is not None for c in code), "store the notebook executed, with outputs"
+    assert [c.execution_count for c in code] == list(range(1, len(code) + 1)), "run it top to bottom once"
+    check(_printed(nb))  # what a reader sees passes the same checks as a fresh run
 
 
 @pytest.mark.parametrize(("name", "check"), CASES, ids=[name for name, _ in CASES])
 def test_notebook_runs_and_prints_its_result(name, check):
     check(_execute(name))
+
+
+if __name__ == "__main__":  # re-execute every notebook and store it with its outputs
+    for notebook, check_printed in CASES:
+        check_printed(_execute(notebook, store=True))
+        print("stored", notebook)

@@ -32,12 +32,16 @@ def _add_demo(sub) -> None:
     p = sub.add_parser(
         "demo",
         help="a published generator writes classifiers for unseen classes from words; accuracy vs baselines + PNG",
-        epilog='example: lang2net demo --describe "sandal: an open summer shoe" --describe "bag: a handbag with a handle"',
+        epilog='example: lang2net demo --describe "dog face: a dog, pet" --describe "pizza: a slice of pizza"',
     )
-    p.add_argument("--adapter", default="adapters/fashion-mnist-effnet-lite0", help="generator folder or Hub id")
+    p.add_argument(
+        "--adapter", default="adapters/emoji-effnet-lite0", help="published generator folder (default: the emoji one)"
+    )
     p.add_argument("--describe", action="append", metavar="'NAME: TEXT'", help="your own class (repeatable)")
     p.add_argument("--output", default="demo-output", help="folder for predictions.png (default demo-output)")
-    p.add_argument("--limit-per-class", type=int, default=100, help="test images per class (default 100)")
+    p.add_argument(
+        "--limit-per-class", type=int, default=100, help="Fashion-MNIST: test images per class (default 100)"
+    )
     p.add_argument("--fold", type=int, default=0, help="which held-out class pair to show (default 0)")
     p.set_defaults(func=_run_demo)
 

@@ -15,7 +15,7 @@ from .demo_emoji import recorded_fold
 
 __all__ = ["DEFAULT_ADAPTER", "DemoResult", "format_result", "parse_describe", "prediction_grid", "run_demo"]
 
-DEFAULT_ADAPTER = "adapters/fashion-mnist-effnet-lite0"
+DEFAULT_ADAPTER = "adapters/emoji-effnet-lite0"
 _PHOTOS = {  # scikit-image's bundled photos, used when Fashion-MNIST cannot be had
     "chelsea": "cat",
     "coffee": "coffee cup",

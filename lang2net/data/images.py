@@ -85,8 +85,12 @@ def to_uint8_rgb(image: Any, size_hint: int | None = None) -> torch.Tensor:
         raise TypeError(
             f"an image must be a path, a PIL image, or a uint8 numpy array / tensor, got {type(image).__name__}"
         )
+    if image.dtype == torch.bool:  # a binary mask or silhouette: white where True
+        image = image.to(torch.uint8) * 255
     if image.dtype != torch.uint8:
-        raise ValueError(f"image arrays must be uint8 (0..255), got {image.dtype}; float tensors go to the model")
+        raise ValueError(
+            f"image arrays must be uint8 (0..255) or bool, got {image.dtype}; prepared float input goes to the model"
+        )
     if image.ndim == 2:
         image = image[..., None]
     if image.ndim != 3 or not 1 <= image.shape[-1] <= 4 or 0 in image.shape:

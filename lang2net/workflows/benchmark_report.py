@@ -291,7 +291,7 @@ def _markdown_a(summary: Mapping[str, Any]) -> list[str]:
     rows = []
     for method, s in summary["protocol_a"].items():
         ci = f"[{100 * s['top1_ci_low']['mean']:.1f}, {100 * s['top1_ci_high']['mean']:.1f}]"
-        rows.append([method, _pct(s["top1"]), ci, _pct(s["top5"])])
+        rows.append([_label(method, s["top1"], summary), _pct(s["top1"]), ci, _pct(s["top5"])])
     lines = ["## Protocol A: zero-shot, unseen classes only (both styles)", ""]
     lines += _table(["method", "top-1 %", "top-1 95% CI (classes)", "top-5 %"], rows)
     cats = sorted({c for s in summary["protocol_a"].values() for c in s["per_category"]})
@@ -302,6 +302,12 @@ def _markdown_a(summary: Mapping[str, Any]) -> list[str]:
     return lines
 
 
+def _label(method: str, stats: Mapping[str, float], summary: Mapping[str, Any]) -> str:
+    """A method measured on fewer folds than the report says so (its ± is then over those folds only)."""
+    n = int(stats.get("n", summary["n_folds"]))
+    return method if n == summary["n_folds"] else f"{method} ({n} of {summary['n_folds']} folds)"
+
+
 def _cell(stats: Mapping[str, float] | None) -> str:
     return "–" if stats is None else _pct(stats)
 
@@ -310,7 +316,7 @@ def _markdown_b(summary: Mapping[str, Any], styles: Sequence[str]) -> list[str]:
     rows = []
     for method, s in summary["protocol_b"].items():
         gamma = f"{s['gamma']['mean']:.3g} ± {s['gamma']['std']:.2g}"
-        rows.append([method, *(_pct(s[m]) for m in B_PERCENT), gamma])
+        rows.append([_label(method, s["h"], summary), *(_pct(s[m]) for m in B_PERCENT), gamma])
     header = ["method", "seen %", "unseen %", "H %", "seen cal. %", "unseen cal. %", "H cal. %", "gamma"]
     title = f"## Protocol B: GZSL across styles (fitted on {styles[0]}, tested on {styles[1]})"
     note = (

@@ -20,7 +20,6 @@ import dataclasses
 import json
 import logging
 import os
-import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -62,14 +61,13 @@ def train_method(
     train_split: str | None = None,
     progress: bool = True,
 ) -> tuple[Path, float]:
-    """Train (or resume, or reuse) one method's generator; returns its folder and the seconds spent here."""
+    """Train (or resume, or reuse) one method's generator; returns its folder and its training wall time."""
     from .training import train
 
     generator = folder / "generator"
     if (generator / "config.json").is_file():
         logger.info("reusing %s", generator)
-        return generator, 0.0
-    start = time.perf_counter()
+        return generator, training_seconds(folder)
     result = train(
         method_recipe(recipe, method, warm_start=warm_start, train_split=train_split),
         folder,
@@ -78,7 +76,23 @@ def train_method(
         progress=progress,
     )
     assert result.generator_dir is not None  # train() ran every step
-    return result.generator_dir, time.perf_counter() - start
+    return result.generator_dir, training_seconds(folder)
+
+
+def training_seconds(folder: Path) -> float:
+    """Wall time of a run's training steps, summed over its resumed segments (from ``metrics.jsonl``)."""
+    path = folder / "metrics.jsonl"
+    if not path.is_file():
+        return 0.0
+    total = previous = 0.0
+    for line in path.read_text(encoding="utf-8").splitlines():
+        entry = json.loads(line)
+        if "loss" not in entry:
+            continue
+        if entry["seconds"] < previous:  # a resumed segment restarts its clock
+            total += previous
+        previous = entry["seconds"]
+    return total + previous
 
 
 def _train_fold(

@@ -88,7 +88,7 @@ class EpisodeData:
     images: Tensor  # uint8 (N, H, W[, 3])
     labels: Tensor  # (N,)
     seen: list[int]  # class indices usable in episodes
-    paraphrases: list[Tensor]  # per class: (P_c, e) embeddings of its descriptions
+    paraphrases: list[Tensor]  # per class: (P_c, e) embeddings of its descriptions ((0, e) outside the fold)
     data_config: dict
     img_size: int
     validation: list[int] = dataclasses.field(default_factory=list)  # held-out seen classes, for model selection
@@ -142,7 +142,9 @@ def prepare_episode_data(recipe: Recipe, adapter: LanguageConditionedAdapter, ba
     seen = [train.class_names.index(c) for c in classes]
     validation = [train.class_names.index(c) for c in split.validation]
     encoder = adapter.text_encoder
-    paraphrases = [encoder.encode(train.descriptions[c]) for c in train.class_names]
+    used = set(classes) | set(split.validation)  # only the fold's classes are ever drawn or scored: encode those
+    empty = torch.empty(0, adapter.config.text_dim)
+    paraphrases = [encoder.encode(train.descriptions[c]) if c in used else empty for c in train.class_names]
     config = dict(adapter.config.preprocessing)
     return EpisodeData(train.images, train.labels, seen, paraphrases, config, d.img_size, validation)
 
