@@ -315,3 +315,45 @@ def test_errors_name_the_cli_flags(generator_dir, tmp_path, capsys):
     assert main(args) == 1
     err = capsys.readouterr().err
     assert "--class 'zebra' is not among the described classes" in err and "target_class" not in err
+
+
+EMOJI = "adapters/emoji-effnet-lite0"
+
+
+def _emoji_or_skip():
+    from test_emoji_data import _real_data_or_skip
+
+    _real_data_or_skip()
+
+
+def test_demo_on_the_emoji_generator(tmp_path, capsys, monkeypatch):
+    """The default demo: the fold's 215 unseen classes, every baseline on the same icons, the recorded fold numbers."""
+    from pathlib import Path
+
+    _emoji_or_skip()
+    monkeypatch.chdir(Path(__file__).resolve().parents[1])
+    monkeypatch.setenv("HOME", str(tmp_path))  # a fresh feature cache, not the user's
+    assert main(["demo", "--output", str(tmp_path / "out")]) == 0
+    out = capsys.readouterr().out
+    rows = {line.split("|")[1].strip(): float(line.split("|")[2]) for line in out.splitlines() if line.startswith("| ")
+            and line.split("|")[2].strip().replace(".", "").isdigit()}  # fmt: skip
+    assert {"chance", "conse", "eszsl", "devise", "generated"} <= set(rows), out
+    assert rows["chance"] == 0.5 and rows["generated"] > 10 * rows["chance"], rows  # 215-way: chance 0.47%
+    recorded = json.loads((Path(EMOJI) / "metrics.json").read_text())[0]["metric_value"]
+    assert "recorded when this generator was published (fold 0" in out and f"{100 * recorded:.1f}" in out
+    assert rows["generated"] == pytest.approx(100 * recorded, abs=0.051)  # today's run reproduces the recorded fold
+    assert (tmp_path / "out" / "examples.png").stat().st_size > 10_000
+
+
+def test_demo_describe_matches_emoji_names_ignoring_case(tmp_path, capsys, monkeypatch):
+    from pathlib import Path
+
+    _emoji_or_skip()
+    monkeypatch.chdir(Path(__file__).resolve().parents[1])
+    args = ["demo", "--describe", "Dog Face: a dog, pet", "--describe", "PIZZA: a slice of pizza with cheese",
+            "--describe", "spaceship: a ship flying to the stars", "--output", str(tmp_path)]  # fmt: skip
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "matched to emoji classes: {'Dog Face': 'dog face', 'PIZZA': 'pizza'}" in out
+    assert "top-1 accuracy on the 4 images of those classes:" in out  # two styles each; spaceship has no icon
+    assert (tmp_path / "predictions.png").is_file()
