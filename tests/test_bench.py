@@ -106,7 +106,7 @@ def test_case_subset_adds_baselines() -> None:
     assert list(result["cases"]) == ["plain", "hook", "train", "train_delta"]
     # the correctness check still compares every lang2net strategy (peft was not built: not selected)
     assert set(result["correctness"]["max_abs_diff"]) == CHECKED - {"peft"}
-    assert result["cases"]["hook"]["max_abs_diff"] is not None
+    assert result["cases"]["hook"]["max_abs_diff"] < 1e-4  # the hook case computes what the reference computes
 
 
 def test_peft_failure_is_recorded(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -427,7 +427,10 @@ def _example_figure(fold: Mapping[str, Any], images: Mapping[str, LabeledImages]
             + textwrap.fill(textwrap.shorten(f"“{item['description']}”", 80), 30)
         )
         ax.set_title(text, fontsize=5.5, color="tab:green" if ok else "tab:red", loc="left")
-    fig.suptitle(f"{fold['examples']['method']}, fold {fold['fold']}: unseen classes (green = correct)", fontsize=9)
+    method = fold["examples"]["method"]
+    top1 = fold["protocol_a"].get(method, {}).get("top1")
+    score = f", top-1 {100 * top1:.1f}% over all {fold['n_unseen']} unseen classes" if top1 is not None else ""
+    fig.suptitle(f"{method}, fold {fold['fold']}{score} (green = correct; % = confidence)", fontsize=9)
     _save(fig, path)
     return True
 
