@@ -17,7 +17,9 @@ def test_readme_has_snippets():
 
 @pytest.mark.parametrize("index", range(len(SNIPPETS)))
 def test_readme_snippet_runs(index, capsys, monkeypatch):
-    monkeypatch.chdir(README.parent)  # snippets name published folders relative to the repository, as a reader runs them
+    monkeypatch.chdir(
+        README.parent
+    )  # snippets name published folders relative to the repository, as a reader runs them
     namespace: dict = {}
     exec(compile(SNIPPETS[index], f"README.md snippet {index}", "exec"), namespace)
     assert capsys.readouterr().out.strip(), "each snippet prints what it shows"
