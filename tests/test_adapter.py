@@ -95,7 +95,10 @@ def test_generation_is_deterministic(vit_adapter):
 
 @pytest.mark.parametrize("c", [1, 2, 17, 1000])
 def test_class_counts_from_1_to_1000(vit_adapter, c):
-    task = vit_adapter.generate(_descriptions(c), embeddings=_embeddings(c))
+    if c == 1:  # one class gives every image probability 1.0: refused unless asked for
+        with pytest.raises(ValueError, match=r"one class \('class_0'\) makes a classifier"):
+            vit_adapter.generate(_descriptions(c), embeddings=_embeddings(c))
+    task = vit_adapter.generate(_descriptions(c), embeddings=_embeddings(c), allow_single_class=True)
     assert task.num_classes == c and task.head_weight.shape == (c, vit_adapter.config.feature_dim)
     assert torch.isfinite(task.head_weight).all() and all(d.is_finite() for d in task.deltas.values())
     norms = task.head_weight.norm(dim=1)  # normalised then scaled: every class vector has the learned norm

@@ -332,7 +332,6 @@ def test_demo_on_the_emoji_generator(tmp_path, capsys, monkeypatch):
 
     _emoji_or_skip()
     monkeypatch.chdir(Path(__file__).resolve().parents[1])
-    monkeypatch.setenv("HOME", str(tmp_path))  # a fresh feature cache, not the user's
     assert main(["demo", "--output", str(tmp_path / "out")]) == 0
     out = capsys.readouterr().out
     rows = {line.split("|")[1].strip(): float(line.split("|")[2]) for line in out.splitlines() if line.startswith("| ")

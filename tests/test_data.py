@@ -247,7 +247,9 @@ DESCRIPTION_ERRORS = {
     "not a mapping": ("- a\n- b\n", ".yaml", ValueError, "mapping"),
     "empty list": ("a: []\n", ".yaml", ValueError, "empty list"),
     "blank text": ("a: ['ok', '  ']\n", ".yaml", ValueError, "blank"),
-    "bare string": ("a: just one\n", ".yaml", TypeError, "needs a list"),
+    "blank class name": ("'  ': [x]\nb: [y]\n", ".yaml", ValueError, "class name '  ' is blank"),
+    "case duplicate": ("Cat: [x]\n'cat ': [y]\n", ".yaml", ValueError, "'Cat' and 'cat ' are the same class"),
+    "a number as text": ("a: 3\n", ".yaml", TypeError, "needs a description or a list"),
     "integer class": ("0: [zero]\n", ".yaml", TypeError, "quote it"),
     "non-string text": ("a: [1]\n", ".yaml", TypeError, "must be str"),
     "extension": ("a: [x]\n", ".txt", ValueError, "valid: .yaml, .yml, .json"),
@@ -261,6 +263,12 @@ def test_load_descriptions_errors(tmp_path, case):
     path.write_text(text)
     with pytest.raises(error, match=message):
         load_descriptions(path)
+
+
+def test_one_description_per_class_needs_no_list(tmp_path):
+    path = tmp_path / "d.yaml"
+    path.write_text("coat: a long warm coat\nbag: [a handbag, a tote]\n")
+    assert load_descriptions(path) == {"coat": ["a long warm coat"], "bag": ["a handbag", "a tote"]}
 
 
 def test_descriptions_missing_file_and_failed_save(tmp_path):

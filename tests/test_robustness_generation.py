@@ -105,8 +105,12 @@ def test_hard_descriptions_through_the_text_encoder(text_adapter, case):
         "duplicates": {"a": ["same", "same", "same"], "b": ["same"]},
         "empty strings": {"": "", "b": ["", ""]},
         "unicode": {"猫": "ねこ 🐈 Кошка", "ﬁ": "e\u0301 \u202e\u200b ‮", "🙂": "🙂" * 100},
-        "control characters": {"\x00": "\x00\x1b[31m\x7f", "\t": "\r\n"},
+        "control characters": {"\x00": "\x00\x1b[31m\x7f", "tab\t": "line\r\nbreak"},
     }[case]
+    if case == "empty strings":  # nothing to read: refused with the name of what is blank
+        with pytest.raises(ValueError, match="class name '' is blank"):
+            text_adapter.generate(descriptions)
+        return
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         task = text_adapter.generate(descriptions)
@@ -185,16 +189,19 @@ def test_any_embeddings_give_a_task_or_a_clear_error(adapter, kind, c, seed):
     e = _weird_embeddings(kind, c, seed)
     if EXPECTED[kind] == "error":
         with pytest.raises(CLEAR):
-            adapter.generate(descriptions, embeddings=e)
+            adapter.generate(descriptions, embeddings=e, allow_single_class=True)
         return
-    task = adapter.generate(descriptions, embeddings=e)
+    task = adapter.generate(descriptions, embeddings=e, allow_single_class=True)  # one class too, when asked
     _check_task(task, list(descriptions), adapter.config)
     assert not task.head_weight.requires_grad
 
 
 @pytest.mark.parametrize("c", [1, 2, 500])
 def test_one_and_many_classes(adapter, c):
-    task = adapter.generate({f"c{i}": "x" for i in range(c)}, embeddings=embeddings(c))
+    if c == 1:
+        with pytest.raises(ValueError, match="describe at least two classes"):
+            adapter.generate({"c0": "x"}, embeddings=embeddings(1))
+    task = adapter.generate({f"c{i}": "x" for i in range(c)}, embeddings=embeddings(c), allow_single_class=True)
     _check_task(task, [f"c{i}" for i in range(c)], adapter.config)
 
 
@@ -351,7 +358,9 @@ def test_generation_is_bit_identical_across_calls_adapters_and_save_load(tmp_pat
 def test_generation_is_deterministic_for_any_task(c, seed, mode):
     a, b = tiny_adapter(delta_mode=mode, seed=seed % 3), tiny_adapter(delta_mode=mode, seed=seed % 3)
     desc = {f"c{i}": "x" for i in range(c)}
-    assert same_task(a.generate(desc, embeddings=embeddings(c, seed)), b.generate(desc, embeddings=embeddings(c, seed)))
+    one = {"allow_single_class": True}
+    first, second = (m.generate(desc, embeddings=embeddings(c, seed), **one) for m in (a, b))
+    assert same_task(first, second)
 
 
 def test_text_encoder_path_is_deterministic(text_adapter):

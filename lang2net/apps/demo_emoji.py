@@ -73,7 +73,7 @@ def run_emoji_demo(
 
 
 def _described(adapter, describe, styles, output: Path, grid_size: int) -> dict[str, Any]:
-    from ..apps.demo import prediction_grid
+    from .grids import prediction_grid
 
     first = styles["twitter"]
     matched = _match(describe, first.class_names)

@@ -221,13 +221,9 @@ def check_card_section(card: Any, where: str) -> None:
         if key in card and not (isinstance(card[key], str) and card[key].strip()):
             raise ValueError(f"{where}.{key} must be non-empty text, got {card[key]!r}")
     example = card.get("example")
+    texts = lambda v: isinstance(v, str) or (isinstance(v, list) and v and all(isinstance(t, str) for t in v))  # noqa: E731
     if example is not None and not (
-        isinstance(example, Mapping)
-        and len(example) >= 2
-        and all(
-            isinstance(v, str) or (isinstance(v, list) and v and all(isinstance(t, str) for t in v))
-            for v in example.values()
-        )
+        isinstance(example, Mapping) and len(example) >= 2 and all(map(texts, example.values()))
     ):
         raise ValueError(f"{where}.example must map at least two class names to descriptions, got {example!r}")
 
@@ -239,9 +235,7 @@ def _recipe_card(recipe: str | os.PathLike | None) -> dict[str, Any]:
     import yaml
 
     data = yaml.safe_load(Path(recipe).read_text(encoding="utf-8"))
-    card = data.get("card") if isinstance(data, dict) else None
-    if card is None:
-        return {}
+    card = (data.get("card") if isinstance(data, dict) else None) or {}
     check_card_section(card, f"{Path(recipe).name}: card")
     return dict(card)
 
