@@ -7,7 +7,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from .demo_emoji import recorded_fold
@@ -100,15 +99,11 @@ def _recipe_for(adapter_path: str, adapter_config, img_size: int | None, limit: 
 
 def _photos(img_size: int) -> tuple[torch.Tensor, list[str]]:
     import skimage.data
-    from PIL import Image, ImageOps
 
-    images, names = [], []
-    for fn, label in _PHOTOS.items():
-        array = getattr(skimage.data, fn)()
-        img = Image.fromarray(array).convert("RGB")
-        images.append(torch.from_numpy(np.asarray(ImageOps.fit(img, (img_size, img_size)))))
-        names.append(label)
-    return torch.stack(images), names
+    from ..data.images import square_resize
+
+    images = [square_resize(getattr(skimage.data, fn)(), img_size) for fn in _PHOTOS]  # the one image path
+    return torch.stack(images), list(_PHOTOS.values())
 
 
 def _classify(adapter, backbone, descriptions, images, data_config, img_size) -> list[str]:
@@ -136,9 +131,8 @@ def run_demo(
     their descriptions, measured on the test images next to chance and text-similarity zero-shot. With ``describe``:
     the user's classes, shown on test images. Without Fashion-MNIST: scikit-image's photos.
     """
-    import timm.data
-
     from ..adapter import LanguageConditionedAdapter
+    from ..backbones import data_config as backbone_data_config
     from ..data import class_splits, load_dataset
     from ..workflows.evaluation import evaluate_fold
 
@@ -154,7 +148,7 @@ def run_demo(
     except FileNotFoundError:
         test = None
     backbone = adapter.create_backbone()
-    data_config = timm.data.resolve_data_config({}, model=backbone)
+    data_config = backbone_data_config(backbone, adapter.config.preprocessing)  # as the generator was trained
     if test is None:  # no Fashion-MNIST here: show the flow on photos
         images, truth = _photos(size)
         descriptions = dict(describe or {label: [f"A photo of a {label}."] for label in truth})
