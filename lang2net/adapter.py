@@ -379,6 +379,15 @@ class LanguageConditionedAdapter(
         name = name or self.source or "lang2net-generator"
         return folders.generator_card(self.config, name=name, n_params=n_params, **self._card(card))[0]
 
+    def __repr__(self) -> str:  # one line, not the generator's whole module tree
+        c = self.config
+        n = sum(p.numel() for p in self.parameters())
+        return (
+            f"LanguageConditionedAdapter(backbone={c.backbone!r}, text_encoder={c.text_encoder!r}, "
+            f"delta_mode={c.delta_mode!r}, rank={c.rank}, targets={len(c.target_specs or [])}, params={n:,}, "
+            f"source={self.source!r})"
+        )
+
     def _state(self) -> dict[str, Tensor]:
         return dict(self.state_dict())
 

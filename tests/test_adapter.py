@@ -269,3 +269,11 @@ def test_bind_reuses_one_injection_for_many_tasks(vit_adapter):
     bound = [t.bind(backbone) for t in tasks]
     assert bound[0].injection is bound[1].injection
     assert isinstance(bound[0], nn.Module) and bound[0].backbone is backbone
+
+
+def test_repr_is_one_line(vit_adapter):
+    text = repr(vit_adapter)
+    assert "\n" not in text and "TaskGenerator(" not in text
+    assert (
+        text.startswith("LanguageConditionedAdapter(backbone='test_vit'") and f"rank={vit_adapter.config.rank}" in text
+    )

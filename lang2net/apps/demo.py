@@ -194,6 +194,7 @@ def format_result(result: DemoResult) -> str:
         keys = list(next(iter(result.metrics.values())))
         names = {
             "zsl": "ZSL unseen top-1",
+            "zsl_top5": "ZSL top-5",
             "gzsl_seen": "GZSL seen",
             "gzsl_unseen": "GZSL unseen",
             "gzsl_h": "GZSL H",
