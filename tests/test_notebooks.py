@@ -49,12 +49,11 @@ def _quickstart(text: str) -> None:
     rows = [line for line in text[header:].splitlines()[1:] if re.match(r"\s*\d+  \S", line)]
     assert n >= 2 and len(rows) == n, text
     assert [int(r.split()[0]) for r in rows] == list(range(n))
-    probabilities = [float(r.split()[-1]) for r in rows]
-    assert all(p >= 0.16 for p in probabilities)  # the top of a softmax over 6 classes is at least 1/6
     fashion = [r.split() for r in rows if r.split()[1] in ("Trouser", "Sandal", "Sneaker", "Bag")]
-    if fashion:  # Fashion-MNIST images of described classes: the published generator gets most of them
-        right = sum(r[1] == r[2] for r in fashion)
-        assert right >= 0.75 * len(fashion), text
+    if fashion:  # Fashion-MNIST images of described classes: the published generator gets most of them, confidently
+        right = [float(r[-1]) for r in fashion if r[1] == r[2]]
+        assert len(right) >= 0.75 * len(fashion), text
+        assert sum(right) / len(right) >= 0.8, text  # measured: 8 of 8 right, mean confidence 0.99
 
 
 def _byo_backbone(text: str) -> None:
