@@ -50,7 +50,9 @@ def _quickstart(text: str) -> None:
     assert n >= 2 and len(rows) == n, text
     assert [int(r.split()[0]) for r in rows] == list(range(n))
     fashion = [r.split() for r in rows if r.split()[1] in ("Trouser", "Sandal", "Sneaker", "Bag")]
-    if fashion:  # Fashion-MNIST images of described classes: the published generator gets most of them, confidently
+    if not fashion:  # only the documented fallback (no Fashion-MNIST on the machine) may skip the accuracy check
+        assert {r.split()[1] for r in rows} <= {"cat", "coffee"}, text
+    else:  # Fashion-MNIST images of described classes: the published generator gets most of them, confidently
         right = [float(r[-1]) for r in fashion if r[1] == r[2]]
         assert len(right) >= 0.75 * len(fashion), text
         assert sum(right) / len(right) >= 0.8, text  # measured: 8 of 8 right, mean confidence 0.99
