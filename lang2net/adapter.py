@@ -22,6 +22,7 @@ from .config import AdapterConfig
 from .engine.injection import Injection, inject
 from .engine.lowrank import LowRankDelta
 from .generator import TaskGenerator
+from .heads import head_logits
 from .io import cards, folders
 from .io.records import first_non_finite
 from .task import TaskAdaptation, _check_feature_dim, adapted_logits, attach
@@ -198,11 +199,15 @@ class LanguageConditionedAdapter(
         class_embeddings: Tensor,
         mask: Tensor | None = None,
         task_ids: Tensor | None = None,
+        *,
+        pooled: bool = False,
     ) -> Tensor:
         """Differentiable logits for training.
 
         Args:
-            images: (b, C, H, W) for the backbone given to :meth:`attach`.
+            images: (b, C, H, W) for the backbone given to :meth:`attach`; with ``pooled``, the backbone's pooled
+                features (b, f) instead (a head-only generator never changes the backbone, so they can be computed
+                once: see ``lang2net.workflows.feature_bank``).
             class_embeddings: (c, e) for one task shared by the batch, or (t, c, e) for a batch of tasks.
             mask: (t, c) True for real classes when tasks have different class counts.
             task_ids: (b,) the task of each image (needed when t > 1).
@@ -219,6 +224,20 @@ class LanguageConditionedAdapter(
             task_ids = torch.zeros(images.shape[0], dtype=torch.long, device=images.device)
         if mask is None:
             mask = torch.ones(class_embeddings.shape[:2], dtype=torch.bool, device=class_embeddings.device)
+        if pooled:
+            if self.generator.deltas is not None:
+                raise ValueError(
+                    f"pooled=True skips the backbone, but this generator writes deltas (delta_mode="
+                    f"{self.config.delta_mode!r}); only a head-only generator (delta_mode='none') can use pooled features"
+                )
+            if images.ndim != 2 or images.shape[1] != self.config.feature_dim:
+                raise ValueError(f"pooled features must be (b, {self.config.feature_dim}), got {tuple(images.shape)}")
+            _, weight, bias = self.generator(class_embeddings, mask)
+            features = images.to(weight.dtype)
+            if t == 1:
+                return head_logits(features, weight[0], bias[0]).masked_fill(~mask[0], float("-inf"))
+            logits = head_logits(features, weight[task_ids], bias[task_ids])
+            return logits.masked_fill(~mask[task_ids], float("-inf"))
         backbone, inj = self._backbone, self._injection
         if backbone is None:
             raise RuntimeError("call adapter.attach(backbone) before adapter(images, class_embeddings)")

@@ -356,3 +356,19 @@ def test_demo_describe_matches_emoji_names_ignoring_case(tmp_path, capsys, monke
     assert "matched to emoji classes: {'Dog Face': 'dog face', 'PIZZA': 'pizza'}" in out
     assert "top-1 accuracy on the 4 images of those classes:" in out  # two styles each; spaceship has no icon
     assert (tmp_path / "predictions.png").is_file()
+
+
+def test_recipe_commands_take_set_overrides(tmp_path, capsys):
+    import json
+
+    from test_training import _recipe
+
+    recipe = str(_recipe(tmp_path))
+    out = tmp_path / "run"
+    assert main(["train", "--config", recipe, "--output", str(out), "--set", "train.kway=3"]) == 1
+    err = capsys.readouterr().err
+    assert "train has no key 'kway'" in err and "'batch_size'" in err and len(err.strip().splitlines()) == 1
+    args = ["train", "--config", recipe, "--output", str(out), "--head-only"]
+    assert main([*args, "--set", "train.steps=2", "--set", "train.k_way=3", "--set", "train.feature_views=2"]) == 0
+    lines = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [x["step"] for x in lines if "loss" in x] == [1, 2]

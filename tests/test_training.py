@@ -178,3 +178,91 @@ def test_published_recipes_parse():
     for path in recipes:
         recipe = load_recipe(path)
         assert recipe.name == path.stem and recipe.adapter.backbone_weights.startswith("packaged:")
+
+
+def test_head_only_on_a_feature_bank_matches_reading_images_when_nothing_is_augmented(tmp_path):
+    """No augmentation: one view, the plain images' features, so the bank path is the image path minus the backbone."""
+    images = train(load_recipe(_recipe(tmp_path, steps=6)), tmp_path / "images", head_only=True, progress=False)
+    banked = train(
+        load_recipe(_recipe(tmp_path, steps=6, feature_views=4)), tmp_path / "bank", head_only=True, progress=False
+    )
+    a, b = _weights(images.generator_dir), _weights(banked.generator_dir)
+    assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], rtol=1e-4, atol=1e-6) for k in a)
+    losses = [
+        [json.loads(x).get("loss") for x in (tmp_path / r / "metrics.jsonl").read_text().splitlines()]
+        for r in ("images", "bank")
+    ]
+    assert losses[0] == pytest.approx(losses[1], rel=1e-4)
+
+
+def test_feature_bank_runs_resume_exactly_and_draw_augmented_views(tmp_path):
+    recipe = load_recipe(_recipe(tmp_path, steps=6, augment=0.5, feature_views=3))
+    straight = train(recipe, tmp_path / "straight", head_only=True, progress=False)
+    train(recipe, tmp_path / "resumed", head_only=True, progress=False, stop_after=3)
+    second = train(recipe, tmp_path / "resumed", head_only=True, progress=False)
+    a, b = _weights(straight.generator_dir), _weights(second.generator_dir)
+    assert all(torch.equal(a[k], b[k]) for k in a), "resume must be exact"
+    plain = train(
+        load_recipe(_recipe(tmp_path, steps=6, augment=0.5)), tmp_path / "plain", head_only=True, progress=False
+    )
+    c = _weights(plain.generator_dir)
+    assert any(not torch.allclose(a[k], c[k]) for k in a)  # augmented views are really drawn
+
+
+def test_feature_bank_views(tmp_path):
+    from lang2net.backbones import data_config, pooled_features
+    from lang2net.data import to_backbone_input
+    from lang2net.workflows.feature_bank import FeatureBank
+
+    adapter = lang2net.LanguageConditionedAdapter(Recipe.from_dict(TINY).adapter)
+    backbone = adapter.create_backbone()
+    images = torch.randint(0, 256, (5, 32, 32, 3), dtype=torch.uint8)
+    config = data_config(backbone, adapter.config.preprocessing)
+    bank = FeatureBank.build(backbone, images, config, 32, views=3, augment=0.5, seed=0, batch_size=2)
+    assert bank.features.shape == (3, 5, adapter.config.feature_dim)
+    expected = pooled_features(backbone, to_backbone_input(images, config, 32))
+    assert torch.allclose(bank.plain(torch.arange(5)), expected, atol=1e-5)
+    assert (bank.features[1] - bank.features[0]).abs().amax(1).min() > 1e-3  # every augmented view differs
+    again = FeatureBank.build(backbone, images, config, 32, views=3, augment=0.5, seed=0, batch_size=2)
+    assert torch.equal(again.features, bank.features)  # seeded: the same bank on every run and resume
+    assert FeatureBank.build(backbone, images, config, 32, views=3, augment=0.0, seed=0).views == 1
+    taken = bank.take(torch.zeros(8, dtype=torch.long), torch.Generator().manual_seed(1))  # image 0, 8 times
+    drawn = (taken[:, None] == bank.features[None, :, 0]).all(-1)  # (8, views): which view each row is
+    assert drawn.sum(1).tolist() == [1] * 8 and drawn.any(0).sum() > 1
+
+
+def test_pooled_features_are_only_for_head_only_generators():
+    config = Recipe.from_dict(TINY).adapter
+    full = lang2net.LanguageConditionedAdapter(config)
+    emb = torch.randn(3, full.config.text_dim)
+    with pytest.raises(ValueError, match="delta_mode='none'"):
+        full(torch.randn(4, full.config.feature_dim), emb, pooled=True)
+    import dataclasses
+
+    head = lang2net.LanguageConditionedAdapter(dataclasses.replace(config, delta_mode="none"))
+    with pytest.raises(ValueError, match=rf"\(b, {head.config.feature_dim}\)"):
+        head(torch.randn(4, 7), emb, pooled=True)
+    backbone = head.create_backbone()
+    head.attach(backbone)
+    x = torch.randn(4, 3, 32, 32)
+    from lang2net.backbones import pooled_features
+
+    assert torch.allclose(head(pooled_features(backbone, x), emb, pooled=True), head(x, emb), atol=1e-5)
+
+
+def test_recipe_overrides_apply_validate_and_name_bad_keys(tmp_path):
+    from lang2net.workflows.recipe import override_recipe
+
+    recipe = load_recipe(_recipe(tmp_path))
+    changed = override_recipe(recipe, ["train.k_way=3", "adapter.rank=4", "eval.generators={head_only: [0]}"])
+    assert (changed.train.k_way, changed.adapter.rank, changed.eval.generators) == (3, 4, {"head_only": [0]})
+    assert recipe.train.k_way == 4  # the original is untouched
+    for bad, message in (
+        ("train.kway=3", r"train has no key 'kway'.*'k_way'"),
+        ("model.rank=3", r"unknown section 'model'.*'adapter'"),
+        ("train.k_way", r"not section.key=value"),
+        ("train.k_way=1", r"k_way must be at least 2"),
+        ("train.k_way=[", r"does not parse as YAML"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            override_recipe(recipe, [bad])

@@ -12,6 +12,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from .cli_recipes import _add_eval, _add_reproduce, _add_train
+
 __all__ = ["main"]
 
 EPILOG = """examples:
@@ -227,140 +229,6 @@ def _run_push(args) -> int:
     return 0
 
 
-def _add_train(sub) -> None:
-    p = sub.add_parser(
-        "train",
-        help="meta-train a generator on the seen classes of one fold",
-        epilog="example: lang2net train --config hub_configs/digits-effnet-lite0.yaml --fold 1 --output runs/d1",
-    )
-    p.add_argument("--config", required=True, help="recipe YAML (see hub_configs/)")
-    p.add_argument("--fold", type=int, default=0, help="class split fold (default 0)")
-    p.add_argument("--output", required=True, help="run folder (checkpoints, metrics.jsonl, generator/)")
-    p.add_argument("--head-only", action="store_true", help="train the head-only baseline (no backbone deltas)")
-    p.add_argument("--steps", type=int, help="override train.steps")
-    p.add_argument("--no-resume", action="store_true", help="ignore checkpoints already in --output")
-    p.set_defaults(func=_run_train)
-
-
-def _run_train(args) -> int:
-    from ..workflows.recipe import load_recipe
-    from ..workflows.training import train
-
-    recipe = load_recipe(args.config)
-    if args.steps is not None:
-        recipe.train.steps = args.steps
-    result = train(recipe, args.output, fold=args.fold, head_only=args.head_only, resume=not args.no_resume)
-    print(f"generator saved to {result.generator_dir}")
-    return 0
-
-
-def _add_eval(sub) -> None:
-    p = sub.add_parser(
-        "eval",
-        help="zero-shot / generalised zero-shot evaluation with baselines",
-        epilog="example: lang2net eval --config hub_configs/digits-effnet-lite0.yaml --runs runs/digits-effnet-lite0",
-    )
-    p.add_argument("--config", required=True, help="recipe YAML")
-    p.add_argument("--runs", required=True, help="folder with fold<k>/{full,head_only}/generator from `lang2net train`")
-    p.add_argument("--folds", type=int, nargs="*", help="folds to evaluate (default: every fold found in --runs)")
-    p.add_argument("--output", help="report folder (default: <runs>/report)")
-    p.set_defaults(func=_run_eval)
-
-
-def _run_eval(args) -> int:
-    from ..workflows.recipe import load_recipe
-
-    recipe = load_recipe(args.config)
-    payload = evaluate_runs(recipe, Path(args.runs), args.folds, Path(args.output) if args.output else None)
-    print(Path(payload["report"]) / "results.md")
-    print((Path(payload["report"]) / "results.md").read_text())
-    return 0
-
-
-def evaluate_runs(recipe, runs: Path, folds: Sequence[int] | None, output: Path | None) -> dict:
-    """Evaluate every fold's trained generators (full and head-only) plus the baselines; write the report."""
-    from ..workflows.evaluation import evaluate_fold, write_report
-    from ..workflows.training import load_recipe_data
-
-    if folds is None:
-        folds = sorted(int(p.name[4:]) for p in runs.glob("fold*") if p.name[4:].isdigit())
-    if not folds:
-        raise FileNotFoundError(f"no fold<k> folders in {runs}; run `lang2net train` first")
-    d = recipe.data
-    test = load_recipe_data(recipe, d.test_split, d.test_limit_per_class)
-    results = []
-    for fold in folds:
-        generators = {m: runs / f"fold{fold}" / m / "generator" for m in ("head_only", "full")}
-        missing = [str(p) for p in generators.values() if not (p / "config.json").is_file()]
-        if missing:
-            raise FileNotFoundError(f"trained generators missing: {missing}")
-        results.append(evaluate_fold(recipe, fold, generators, test=test))
-    report = output or runs / "report"
-    payload = write_report(results, report, f"{recipe.name}: zero-shot on {d.dataset}")
-    payload["report"] = str(report)
-    return payload
-
-
-def _add_reproduce(sub) -> None:
-    p = sub.add_parser(
-        "reproduce",
-        help="train full and head-only generators on every fold, evaluate, publish",
-        epilog="example: lang2net reproduce --config hub_configs/fashion-mnist-effnet-lite0.yaml",
-    )
-    p.add_argument("--config", required=True, help="recipe YAML")
-    p.add_argument("--runs", help="runs folder (default runs/<recipe name>)")
-    p.add_argument("--folds", type=int, nargs="*", help="folds (default: recipe eval.folds, else all)")
-    p.add_argument("--publish", help="write the fold-0 full generator with its results here (e.g. adapters/<name>)")
-    p.set_defaults(func=_run_reproduce)
-
-
-def _run_reproduce(args) -> int:
-    from ..data import class_splits
-    from ..workflows.recipe import load_recipe
-    from ..workflows.training import train
-
-    recipe = load_recipe(args.config)
-    runs = Path(args.runs or Path("runs") / recipe.name)
-    folds = args.folds or recipe.eval.folds or list(range(len(class_splits(recipe.data.dataset))))
-    if recipe.data.dataset == "emoji":  # two styles: protocols A and B, classic baselines, several methods
-        from ..workflows.reproduce import publish_benchmark, reproduce_benchmark
-
-        payload = reproduce_benchmark(recipe, runs, folds, progress=sys.stderr.isatty())
-        print((Path(payload["report"]) / "results.md").read_text())
-        if args.publish:
-            publish_benchmark(
-                recipe, runs / f"fold{folds[0]}" / "full" / "generator", payload, Path(args.publish), args.config
-            )
-            print(f"published to {args.publish}")
-        return 0
-    for fold in folds:
-        for method, head_only in (("full", False), ("head_only", True)):
-            train(recipe, runs / f"fold{fold}" / method, fold=fold, head_only=head_only)
-    payload = evaluate_runs(recipe, runs, folds, None)
-    print((Path(payload["report"]) / "results.md").read_text())
-    if args.publish:
-        publish(recipe, runs / f"fold{folds[0]}" / "full" / "generator", payload, Path(args.publish), args.config)
-        print(f"published to {args.publish}")
-    return 0
-
-
-def publish(recipe, generator_dir: Path, payload: dict, destination: Path, recipe_path: str) -> None:
-    """Save a trained generator as a Hub-ready folder whose card carries its own fold's results and the baselines."""
-    from ..adapter import LanguageConditionedAdapter
-    from ..workflows.evaluation import card_metrics, card_table
-
-    fold = payload["folds"][0]
-    adapter = LanguageConditionedAdapter.from_pretrained(str(generator_dir))
-    table = card_table(fold, payload["summary"], len(payload["folds"]))
-    adapter.save_pretrained(
-        destination,
-        metrics=card_metrics(fold),
-        recipe=recipe_path,
-        datasets=[recipe.data.dataset],
-        about={"held_out": fold["unseen"], "results_table": table},
-    )
-
-
 def _add_bench(sub) -> None:
     p = sub.add_parser(
         "bench",
@@ -467,7 +335,7 @@ _FLAGS = {
 
 def _as_flags(message: str) -> str:
     for name, flag in _FLAGS.items():
-        message = re.sub(rf"(?<![\w.-]){name}\b(?!\.)", flag, message)
+        message = re.sub(rf"(?<![\w.'-]){name}\b(?![.'])", flag, message)  # quoted names are recipe keys
     return message
 
 

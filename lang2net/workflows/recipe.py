@@ -8,9 +8,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..config import AdapterConfig
-from ..utils.checks import check_fraction, check_positive_int, reject_unknown_keys
+from ..utils.checks import check_fraction, check_int, check_positive_int, reject_unknown_keys
 
-__all__ = ["DataConfig", "EvalConfig", "Recipe", "TrainConfig", "load_recipe"]
+__all__ = ["DataConfig", "EvalConfig", "Recipe", "TrainConfig", "load_recipe", "override_recipe"]
 
 MIXED_PRECISION = ("no", "bf16", "fp16")
 METHODS = ("head_only", "full", "static")  # generators a benchmark recipe trains (see workflows.reproduce)
@@ -82,6 +82,10 @@ class TrainConfig:
         augment: strength of the image augmentation in [0, 1] (0: none): random resized crops, small rotations and
             scale changes, colour jitter and background tints, scaled together (see ``lang2net.data.augment``).
         label_smoothing: cross-entropy label smoothing.
+        feature_views: head-only runs only (0: off): compute the frozen backbone's pooled features of every training
+            image once, under this many views (view 0 plain, the others augmented at ``augment`` strength), and train
+            on them instead of running the backbone each step (see ``lang2net.workflows.feature_bank``); delta runs
+            always read images.
         init_from: a trained generator folder to start from (e.g. the head-only one, for a delta run): every weight
             whose name and shape match is copied; the rest keep their initialisation.
         checkpoint_every: steps between checkpoints (the last step always checkpoints).
@@ -103,6 +107,7 @@ class TrainConfig:
     mixed_precision: str = "bf16"
     augment: float = 0.0
     label_smoothing: float = 0.0
+    feature_views: int = 0
     init_from: str | None = None
     checkpoint_every: int = 100
     keep_checkpoints: int = 2
@@ -113,6 +118,7 @@ class TrainConfig:
         _positive("train", steps=self.steps, k_way=self.k_way, batch_size=self.batch_size)
         _positive("train", checkpoint_every=self.checkpoint_every, keep_checkpoints=self.keep_checkpoints)
         _positive("train", log_every=self.log_every)
+        check_int("train.feature_views", self.feature_views, minimum=0)
         if self.k_way < 2:
             raise ValueError(f"train.k_way must be at least 2 (a 1-way episode teaches nothing), got {self.k_way}")
         if self.mixed_precision not in MIXED_PRECISION:
@@ -230,3 +236,34 @@ def load_recipe(path: str | os.PathLike) -> Recipe:
         return Recipe.from_dict(data)
     except (ValueError, TypeError) as e:
         raise ValueError(f"recipe {path}: {e}") from None
+
+
+def override_recipe(recipe: Recipe, assignments: list[str] | tuple[str, ...]) -> Recipe:
+    """A copy of ``recipe`` with ``section.key=value`` assignments applied (values are YAML: ``64``, ``[0, 1]``,
+    ``{head_only: [0]}``, ``null``), validated like a recipe file; e.g. ``["train.k_way=96", "adapter.rank=16"]``.
+
+    Raises:
+        ValueError: an assignment without ``=``, a section or key the recipe does not have, or a bad value; the
+            message names it and lists the valid ones.
+    """
+    import yaml
+
+    data = recipe.to_dict()
+    sections = [k for k, v in data.items() if isinstance(v, dict) and k != "card"]
+    for item in assignments:
+        key, sep, text = item.partition("=")
+        section, dot, name = key.strip().partition(".")
+        if not sep or not dot or not name:
+            raise ValueError(f"override {item!r} is not section.key=value (e.g. train.k_way=96)")
+        if section not in sections:
+            raise ValueError(f"override {item!r}: unknown section {section!r}; valid: {sections}")
+        if name not in data[section]:
+            raise ValueError(f"override {item!r}: {section} has no key {name!r}; valid: {sorted(data[section])}")
+        try:
+            data[section][name] = yaml.safe_load(text)
+        except yaml.YAMLError as e:
+            raise ValueError(f"override {item!r}: the value does not parse as YAML ({e})") from None
+    try:
+        return Recipe.from_dict(data)
+    except (ValueError, TypeError) as e:
+        raise ValueError(f"overrides {list(assignments)}: {e}") from None

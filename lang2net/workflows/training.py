@@ -182,6 +182,20 @@ class _Run:
         self.backbone = self.adapter.create_backbone().to(self.accelerator.device)
         self.data = prepare_episode_data(recipe, self.adapter, self.backbone, fold)
         self.adapter.attach(self.backbone)
+        self.bank = None  # head-only runs may read pooled features computed once (see workflows.feature_bank)
+        if head_only and cfg.feature_views > 0:
+            from .feature_bank import FeatureBank
+
+            self.bank = FeatureBank.build(
+                self.backbone,
+                self.data.images,
+                self.data.data_config,
+                self.data.img_size,
+                views=cfg.feature_views,
+                augment=cfg.augment,
+                seed=cfg.seed,
+                device=self.accelerator.device,
+            )
         rank = self.accelerator.process_index
         self.sampler = EpisodeSampler(
             self.data.labels, self.data.seen, cfg.k_way, cfg.batch_size, seed=cfg.seed + 1000 * rank
@@ -209,15 +223,18 @@ class _Run:
         position = torch.full((int(self.data.labels.max()) + 1,), -1, dtype=torch.long)
         position[classes] = torch.arange(len(classes))
         targets = position[self.data.labels[index]]  # (b,) index into the episode's classes
-        raw = augment_batch(self.data.images[index], self.recipe.train.augment, self.augment_rng)
-        images = to_backbone_input(raw, self.data.data_config, self.data.img_size)
+        if self.bank is not None:
+            images = self.bank.take(index, self.augment_rng)  # pooled features (b, f)
+        else:
+            raw = augment_batch(self.data.images[index], self.recipe.train.augment, self.augment_rng)
+            images = to_backbone_input(raw, self.data.data_config, self.data.img_size)
         device = self.accelerator.device
         return images.to(device), embeddings.to(device), targets.to(device)
 
     def train_step(self) -> tuple[float, float]:
         images, embeddings, targets = self.episode()
         with self.accelerator.autocast():
-            logits = self.model(images, embeddings)
+            logits = self.model(images, embeddings, pooled=self.bank is not None)
         loss = F.cross_entropy(logits.float(), targets, label_smoothing=self.recipe.train.label_smoothing)
         finite = self.accelerator.reduce(torch.isfinite(loss).float().reshape(1), reduction="sum")
         if int(finite.item()) != self.accelerator.num_processes:
@@ -254,9 +271,13 @@ class _Run:
         model.eval()
         predictions = []
         for chunk in index.split(256):
-            images = to_backbone_input(self.data.images[chunk], self.data.data_config, self.data.img_size)
+            if self.bank is not None:
+                images = self.bank.plain(chunk)
+            else:
+                images = to_backbone_input(self.data.images[chunk], self.data.data_config, self.data.img_size)
             with self.accelerator.autocast():
-                predictions.append(model(images.to(device), prototypes.to(device)).argmax(-1).cpu())
+                logits = model(images.to(device), prototypes.to(device), pooled=self.bank is not None)
+                predictions.append(logits.argmax(-1).cpu())
         model.train()
         hits = (torch.cat(predictions) == targets).float()
         per_class = torch.zeros(len(classes)).index_add_(0, targets, hits) / torch.bincount(
