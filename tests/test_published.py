@@ -39,3 +39,22 @@ def test_published_generator_gives_its_pinned_logits(name, backbone):
     # the generator records the input size it was trained at, and its tasks inherit it
     assert adapter.config.preprocessing["input_size"] == [3, 64, 64] == task.preprocessing["input_size"]
     assert tuple(task.merge(backbone).pretrained_cfg["input_size"]) == (3, 64, 64)
+
+
+def test_the_emoji_cards_photo_check_is_what_its_generator_does(backbone):
+    """The card's limits quote a measurement (docs/results/emoji-effnet-lite0/photo_check.py); it must still hold."""
+    import importlib.util
+
+    from test_emoji_data import _real_data_or_skip
+
+    _real_data_or_skip()
+    pytest.importorskip("skimage")
+    path = ROOT / "docs" / "results" / "emoji-effnet-lite0" / "photo_check.py"
+    spec = importlib.util.spec_from_file_location("photo_check", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    result = module.photo_check(str(ROOT / "adapters" / "emoji-effnet-lite0"))
+    photos, icons = (sum(t == p for t, p in result[k]) for k in ("photos", "icons"))
+    card = " ".join((ROOT / "adapters" / "emoji-effnet-lite0" / "README.md").read_text().split())
+    assert f"it got {photos} of 5" in card and f"of the same five classes, {icons} of 5" in card
+    assert icons >= 3  # the icons of these classes are in its domain: well above 1 in 5
