@@ -263,6 +263,28 @@ def test_recipe_overrides_apply_validate_and_name_bad_keys(tmp_path):
         ("train.k_way", r"not section.key=value"),
         ("train.k_way=1", r"k_way must be at least 2"),
         ("train.k_way=[", r"does not parse as YAML"),
+        ("train.paraphrases=all", r"train.paraphrases must be one of \('sample', 'mean'\), got 'all'"),
+        ("train.feature_views=-1", r"train.feature_views"),
     ):
         with pytest.raises(ValueError, match=message):
             override_recipe(recipe, [bad])
+
+
+@pytest.mark.parametrize("mode", ["mean", "sample"])
+def test_episodes_describe_classes_by_one_paraphrase_or_their_mean(tmp_path, mode):
+    """``train.paraphrases: mean`` gives each class as a generated task sees it (its descriptions' mean embedding)."""
+    from lang2net.data import EpisodeSampler
+    from lang2net.workflows.training import _Run
+
+    run = _Run(load_recipe(_recipe(tmp_path, paraphrases=mode)), tmp_path / "run", 0, head_only=True)
+    twin = EpisodeSampler(run.data.labels, run.data.seen, 4, 16, seed=0)  # the run's sampler, same seed
+    classes = twin.sample()[0].tolist()
+    _, embeddings, _ = run.episode()
+    paraphrases = [run.data.paraphrases[c] for c in classes]
+    means = torch.nn.functional.normalize(torch.stack([p.mean(0) for p in paraphrases]), dim=-1)
+    assert all(len(p) > 1 for p in paraphrases)  # digits describe each class several ways
+    if mode == "mean":
+        assert torch.allclose(embeddings, means, atol=1e-6)
+    else:  # every row is one of its class's own paraphrases, not their mean
+        assert all((p == row).all(-1).any() for p, row in zip(paraphrases, embeddings, strict=True))
+        assert not torch.allclose(embeddings, means, atol=1e-3)

@@ -13,6 +13,7 @@ from ..utils.checks import check_fraction, check_int, check_positive_int, reject
 __all__ = ["DataConfig", "EvalConfig", "Recipe", "TrainConfig", "load_recipe", "override_recipe"]
 
 MIXED_PRECISION = ("no", "bf16", "fp16")
+PARAPHRASES = ("sample", "mean")
 METHODS = ("head_only", "full", "static")  # generators a benchmark recipe trains (see workflows.reproduce)
 
 
@@ -82,6 +83,8 @@ class TrainConfig:
         augment: strength of the image augmentation in [0, 1] (0: none): random resized crops, small rotations and
             scale changes, colour jitter and background tints, scaled together (see ``lang2net.data.augment``).
         label_smoothing: cross-entropy label smoothing.
+        paraphrases: how an episode describes each class: "sample" (one of its descriptions at random each time)
+            or "mean" (their embeddings averaged, exactly as a generated task sees the class at inference).
         feature_views: head-only runs only (0: off): compute the frozen backbone's pooled features of every training
             image once, under this many views (view 0 plain, the others augmented at ``augment`` strength), and train
             on them instead of running the backbone each step (see ``lang2net.workflows.feature_bank``); delta runs
@@ -107,6 +110,7 @@ class TrainConfig:
     mixed_precision: str = "bf16"
     augment: float = 0.0
     label_smoothing: float = 0.0
+    paraphrases: str = "sample"
     feature_views: int = 0
     init_from: str | None = None
     checkpoint_every: int = 100
@@ -119,6 +123,8 @@ class TrainConfig:
         _positive("train", checkpoint_every=self.checkpoint_every, keep_checkpoints=self.keep_checkpoints)
         _positive("train", log_every=self.log_every)
         check_int("train.feature_views", self.feature_views, minimum=0)
+        if self.paraphrases not in PARAPHRASES:
+            raise ValueError(f"train.paraphrases must be one of {PARAPHRASES}, got {self.paraphrases!r}")
         if self.k_way < 2:
             raise ValueError(f"train.k_way must be at least 2 (a 1-way episode teaches nothing), got {self.k_way}")
         if self.mixed_precision not in MIXED_PRECISION:

@@ -213,13 +213,16 @@ class _Run:
         from ..data.augment import augment_batch
 
         classes, index = self.sampler.sample()
-        choice = [
-            int(torch.randint(len(self.data.paraphrases[c]), (1,), generator=self.paraphrase_rng))
-            for c in classes.tolist()
-        ]
-        embeddings = torch.stack(
-            [self.data.paraphrases[c][i] for c, i in zip(classes.tolist(), choice, strict=True)]
-        )  # (k, e)
+        if self.recipe.train.paraphrases == "mean":  # each class as inference sees it (encode_classes)
+            embeddings = self.prototypes(classes.tolist())
+        else:
+            choice = [
+                int(torch.randint(len(self.data.paraphrases[c]), (1,), generator=self.paraphrase_rng))
+                for c in classes.tolist()
+            ]
+            embeddings = torch.stack(
+                [self.data.paraphrases[c][i] for c, i in zip(classes.tolist(), choice, strict=True)]
+            )  # (k, e)
         position = torch.full((int(self.data.labels.max()) + 1,), -1, dtype=torch.long)
         position[classes] = torch.arange(len(classes))
         targets = position[self.data.labels[index]]  # (b,) index into the episode's classes
@@ -252,6 +255,13 @@ class _Run:
         accuracy = (logits.argmax(-1) == targets).float().mean().item()
         return loss.item(), accuracy
 
+    def prototypes(self, classes: list[int]) -> Tensor:
+        """(k, e): each class's paraphrase embeddings averaged (and re-normalised), as ``encode_classes`` gives them."""
+        prototypes = torch.stack([self.data.paraphrases[c].mean(0) for c in classes])
+        if getattr(self.adapter.text_encoder, "normalize", False):
+            prototypes = F.normalize(prototypes, dim=-1)
+        return prototypes
+
     @torch.no_grad()
     def validation_top1(self) -> float | None:
         """Per-class mean zero-shot top-1 over all validation classes at once (None without validation classes)."""
@@ -260,9 +270,7 @@ class _Run:
         classes = self.data.validation
         if not classes:
             return None
-        prototypes = torch.stack([self.data.paraphrases[c].mean(0) for c in classes])
-        if getattr(self.adapter.text_encoder, "normalize", False):
-            prototypes = F.normalize(prototypes, dim=-1)  # as encode_classes does at inference
+        prototypes = self.prototypes(classes)
         position = torch.full((int(self.data.labels.max()) + 1,), -1, dtype=torch.long)
         position[torch.tensor(classes)] = torch.arange(len(classes))
         index = torch.nonzero(position[self.data.labels] >= 0).flatten()
