@@ -101,3 +101,16 @@ def test_task_classifier_predict_and_preprocess():
     assert grey.probabilities.shape == (1, 3)
     with pytest.raises(ValueError, match="batch_size must be a positive int"):
         model.predict(images, batch_size=0)
+
+
+def test_read_only_arrays_are_copied_not_shared():
+    import warnings
+
+    array = np.arange(4 * 5 * 3, dtype=np.uint8).reshape(4, 5, 3)
+    array.flags.writeable = False  # as scikit-image's bundled photos and memory-mapped files come
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # torch warns when it wraps a non-writable array
+        image = to_uint8_rgb(array)
+    assert torch.equal(image, torch.from_numpy(array.copy()))
+    image[0, 0, 0] = 255  # the tensor owns its memory: the caller's array is untouched
+    assert array[0, 0, 0] == 0

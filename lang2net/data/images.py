@@ -79,8 +79,8 @@ def to_uint8_rgb(image: Any, size_hint: int | None = None) -> torch.Tensor:
         return torch.from_numpy(open_image(image, size_hint))
     if isinstance(image, Image.Image):
         return torch.from_numpy(np.asarray(_on_white(ImageOps.exif_transpose(image)), dtype=np.uint8).copy())
-    if isinstance(image, np.ndarray):
-        image = torch.from_numpy(np.ascontiguousarray(image))
+    if isinstance(image, np.ndarray):  # a read-only array (e.g. a memory-mapped or library-owned one) is copied
+        image = torch.from_numpy(np.ascontiguousarray(image) if image.flags.writeable else np.array(image))
     if not isinstance(image, torch.Tensor):
         raise TypeError(
             f"an image must be a path, a PIL image, or a uint8 numpy array / tensor, got {type(image).__name__}"
