@@ -232,25 +232,22 @@ class LanguageConditionedAdapter(
                 )
             if images.ndim != 2 or images.shape[1] != self.config.feature_dim:
                 raise ValueError(f"pooled features must be (b, {self.config.feature_dim}), got {tuple(images.shape)}")
-            _, weight, bias = self.generator(class_embeddings, mask)
-            features = images.to(weight.dtype)
-            if t == 1:
-                return head_logits(features, weight[0], bias[0]).masked_fill(~mask[0], float("-inf"))
-            logits = head_logits(features, weight[task_ids], bias[task_ids])
-            return logits.masked_fill(~mask[task_ids], float("-inf"))
-        backbone, inj = self._backbone, self._injection
-        if backbone is None:
+        elif self._backbone is None:
             raise RuntimeError("call adapter.attach(backbone) before adapter(images, class_embeddings)")
         deltas, weight, bias = self.generator(class_embeddings, mask)
-        if t == 1:
+        if t == 1:  # one task: its head and deltas shared by the batch
+            weight, bias, mask = weight[0], bias[0], mask[0]
             chosen = {n: d.select(0) for n, d in deltas.items()}
-            logits = adapted_logits(backbone, inj, chosen, weight[0], bias[0], images, strategy="activation")
-            return logits.masked_fill(~mask[0], float("-inf"))
-        chosen = {n: LowRankDelta(d.A[task_ids], d.B[task_ids], d.scale) for n, d in deltas.items()}
-        logits = adapted_logits(
-            backbone, inj, chosen, weight[task_ids], bias[task_ids], images, strategy="activation"
-        )  # (b, c)
-        return logits.masked_fill(~mask[task_ids], float("-inf"))
+        else:  # each image under its own task
+            weight, bias, mask = weight[task_ids], bias[task_ids], mask[task_ids]
+            chosen = {n: LowRankDelta(d.A[task_ids], d.B[task_ids], d.scale) for n, d in deltas.items()}
+        if pooled:
+            logits = head_logits(images.to(weight.dtype), weight, bias)
+        else:
+            logits = adapted_logits(
+                self._backbone, self._injection, chosen, weight, bias, images, strategy="activation"
+            )  # (b, c)
+        return logits.masked_fill(~mask, float("-inf"))
 
     # Hub. The mixin's public save/load/push are kept in signature but routed through lang2net.io: saves are atomic
     # (the mixin writes in place) and loading is strict (the mixin decodes config.json leniently and loads weights
