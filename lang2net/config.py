@@ -11,10 +11,12 @@ from typing import Any
 from .engine.targets import Target
 from .utils.checks import check_positive_int, reject_unknown_keys
 
-__all__ = ["CONFIG_VERSION", "DELTA_MODES", "AdapterConfig", "TargetSpec"]
+__all__ = ["CONFIG_VERSION", "DELTA_MODES", "FEATURE_NORMS", "AdapterConfig", "TargetSpec"]
 
-CONFIG_VERSION = "1.1"  # major bumps break loading; minor bumps only add fields with defaults (1.1: preprocessing)
+CONFIG_VERSION = "1.2"  # major bumps break loading; minor bumps only add fields with defaults (1.1: preprocessing,
+# 1.2: feature_norm)
 DELTA_MODES = ("core", "factors", "static", "none")
+FEATURE_NORMS = ("none", "center")  # what a generated head scores: see heads.HeadGenerator
 
 
 # A saved generator stores its targets as the engine's Target (one type; the old name stays for existing code).
@@ -39,6 +41,9 @@ class AdapterConfig:
         n_layers: set-encoder layers (self-attention over classes, no positions: permutation equivariant).
         n_heads: attention heads in the set encoder and the target cross-attention.
         dropout: dropout inside the generator during meta-training.
+        feature_norm: what the generated head scores: "none" (the raw pooled features) or "center" (features centred
+            and rescaled by statistics of the training images, recorded when training starts and folded into the
+            emitted weight and bias, so a generated head stays an exact linear layer on raw features).
         text_dim, feature_dim, target_specs: filled from the text encoder and backbone when the adapter is built,
             so a saved generator can be rebuilt without loading either.
         preprocessing: how images are prepared for the backbone: ``input_size`` (3, H, W) the generator was trained
@@ -57,6 +62,7 @@ class AdapterConfig:
     n_layers: int = 2
     n_heads: int = 4
     dropout: float = 0.0
+    feature_norm: str = "none"
     text_dim: int | None = None
     feature_dim: int | None = None
     target_specs: list[TargetSpec] | None = None
@@ -76,6 +82,8 @@ class AdapterConfig:
             raise ValueError(f"text_encoder must be a model id or folder, got {self.text_encoder!r}")
         if self.delta_mode not in DELTA_MODES:
             raise ValueError(f"delta_mode must be one of {DELTA_MODES}, got {self.delta_mode!r}")
+        if self.feature_norm not in FEATURE_NORMS:
+            raise ValueError(f"feature_norm must be one of {FEATURE_NORMS}, got {self.feature_norm!r}")
         for name in ("rank", "d_model", "n_layers", "n_heads"):
             check_positive_int(name, getattr(self, name))
         if self.d_model % self.n_heads:

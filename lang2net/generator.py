@@ -177,7 +177,7 @@ class TaskGenerator(nn.Module):
         if not config.resolved:
             raise ValueError("TaskGenerator needs a resolved config (text_dim, feature_dim, target_specs)")
         self.set_encoder = SetEncoder(config.text_dim, config.d_model, config.n_layers, config.n_heads, config.dropout)
-        self.head = HeadGenerator(config.d_model, config.feature_dim)
+        self.head = HeadGenerator(config.d_model, config.feature_dim, feature_norm=config.feature_norm)
         self.deltas = (
             None
             if config.delta_mode == "none"

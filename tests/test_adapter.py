@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 
 import pytest
@@ -277,3 +278,49 @@ def test_repr_is_one_line(vit_adapter):
     assert (
         text.startswith("LanguageConditionedAdapter(backbone='test_vit'") and f"rank={vit_adapter.config.rank}" in text
     )
+
+
+def test_centred_head_equals_its_reference_and_stays_an_exact_linear_layer(tmp_path):
+    """feature_norm="center": logits are s * <w_hat, (f - mu) / sigma> + b on raw pooled features (reference below),
+    emitted as one nn.Linear, so merging into a plain timm model and a save/load round trip keep them exactly."""
+    adapter = _adapter("test_resnet", feature_norm="center")
+    model = make_model("test_resnet")
+    head = adapter.generator.head
+    assert head.log_scale.exp().item() == pytest.approx(10.0)  # centred features are about unit norm
+    feats = pooled_features(model, _images(model, 6, seed=3))
+    head.set_feature_statistics(feats)
+    mu, sigma = feats.double().mean(0), (feats.double() - feats.double().mean(0)).norm(dim=1).mean()
+    assert_close(head.feature_mean, mu.float(), 1e-5, "mean")
+    assert_close(head.feature_scale, sigma.float(), 1e-5, "scale")
+    x = _images(model, 4, seed=4)
+    task = adapter.generate(_descriptions(5), embeddings=_embeddings(5))
+    with torch.no_grad():
+        codes, _ = adapter.generator.set_encoder(_embeddings(5)[None], torch.ones(1, 5, dtype=torch.bool))
+        w_hat = torch.nn.functional.normalize(head.weight_mlp(codes[0]), dim=-1) * head.log_scale.exp()
+        b = head.bias_head(codes[0]).squeeze(-1)
+        adapted = pooled_features(task.merge(copy.deepcopy(model)), x)  # the task's deltas, no head
+        reference = ((adapted - head.feature_mean) / head.feature_scale) @ w_hat.T + b
+        bound = task.bind(model)(x)
+        merged = task.merge(copy.deepcopy(model))(x)
+    assert_close(bound, reference, 1e-4, "bound vs reference")
+    assert_close(merged, bound, 1e-5, "merged vs bound")
+    adapter.save_pretrained(tmp_path / "gen")
+    loaded = LanguageConditionedAdapter.from_pretrained(str(tmp_path / "gen"))
+    assert loaded.config.feature_norm == "center"
+    assert torch.equal(loaded.generator.head.feature_mean, head.feature_mean)
+    again = loaded.generate(_descriptions(5), embeddings=_embeddings(5))
+    assert torch.equal(again.head_weight, task.head_weight) and torch.equal(again.head_bias, task.head_bias)
+
+
+def test_feature_norm_is_validated():
+    with pytest.raises(ValueError, match=r"feature_norm must be one of \('none', 'center'\), got 'l2'"):
+        AdapterConfig(feature_norm="l2")
+    head = _adapter("test_vit").generator.head
+    with pytest.raises(ValueError, match="feature statistics need feature_norm='center'"):
+        head.set_feature_statistics(torch.randn(4, 8))
+    centred = _adapter("test_vit", feature_norm="center").generator.head
+    width = centred.feature_mean.shape[0]
+    with pytest.raises(ValueError, match=rf"need \(n >= 2, {width}\) features, got \(3, {width + 1}\)"):
+        centred.set_feature_statistics(torch.randn(3, width + 1))
+    with pytest.raises(ValueError, match="not all-equal"):
+        centred.set_feature_statistics(torch.ones(3, width))

@@ -3,6 +3,7 @@ resume exactly, stop on non-finite loss, run data-parallel on 2 CPU processes, r
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -288,3 +289,34 @@ def test_episodes_describe_classes_by_one_paraphrase_or_their_mean(tmp_path, mod
     else:  # every row is one of its class's own paraphrases, not their mean
         assert all((p == row).all(-1).any() for p, row in zip(paraphrases, embeddings, strict=True))
         assert not torch.allclose(embeddings, means, atol=1e-3)
+
+
+def test_a_centring_head_records_the_training_classes_feature_statistics(tmp_path):
+    """feature_norm="center": the saved mean and scale are those of the frozen backbone's features of the training
+    classes' images (no validation or unseen class), the same on the image path and on a feature bank."""
+    from lang2net.backbones import pooled_features
+    from lang2net.data import to_backbone_input
+    from lang2net.workflows.training import prepare_episode_data
+
+    recipe = load_recipe(_recipe(tmp_path, {"feature_norm": "center"}, steps=3))
+    images = train(recipe, tmp_path / "images", head_only=True, progress=False)
+    banked = train(
+        load_recipe(_recipe(tmp_path, {"feature_norm": "center"}, steps=3, feature_views=1)),
+        tmp_path / "bank",
+        head_only=True,
+        progress=False,
+    )
+    torch.manual_seed(recipe.train.seed)  # the random test backbone, drawn as a head-only run draws it
+    adapter = lang2net.LanguageConditionedAdapter(dataclasses.replace(recipe.adapter, delta_mode="none"))
+    backbone = adapter.create_backbone()
+    data = prepare_episode_data(recipe, adapter, backbone, 0)
+    keep = torch.isin(data.labels, torch.tensor(data.seen))
+    assert 0 < int(keep.sum()) < len(keep)  # the fold's other classes are left out
+    with torch.no_grad():
+        feats = pooled_features(backbone, to_backbone_input(data.images[keep], data.data_config, data.img_size))
+    mean = feats.double().mean(0)
+    scale = (feats.double() - mean).norm(dim=1).mean()
+    for run in (images, banked):
+        saved = _weights(run.generator_dir)
+        assert torch.allclose(saved["generator.head.feature_mean"], mean.float(), atol=1e-5)
+        assert saved["generator.head.feature_scale"].item() == pytest.approx(scale.item(), rel=1e-5)

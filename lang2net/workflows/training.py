@@ -19,6 +19,7 @@ from torch import Tensor
 
 from ..adapter import LanguageConditionedAdapter
 from ..utils.atomic import atomic_folder
+from .feature_bank import FeatureBank
 from .recipe import Recipe
 
 __all__ = ["EpisodeData", "TrainResult", "TrainingDiverged", "prepare_episode_data", "train"]
@@ -181,11 +182,8 @@ class _Run:
             _init_from(self.adapter, cfg.init_from)
         self.backbone = self.adapter.create_backbone().to(self.accelerator.device)
         self.data = prepare_episode_data(recipe, self.adapter, self.backbone, fold)
-        self.adapter.attach(self.backbone)
         self.bank = None  # head-only runs may read pooled features computed once (see workflows.feature_bank)
         if head_only and cfg.feature_views > 0:
-            from .feature_bank import FeatureBank
-
             self.bank = FeatureBank.build(
                 self.backbone,
                 self.data.images,
@@ -196,6 +194,9 @@ class _Run:
                 seed=cfg.seed,
                 device=self.accelerator.device,
             )
+        if adapter_cfg.feature_norm == "center":
+            self.adapter.generator.head.set_feature_statistics(self.seen_features())
+        self.adapter.attach(self.backbone)
         rank = self.accelerator.process_index
         self.sampler = EpisodeSampler(
             self.data.labels, self.data.seen, cfg.k_way, cfg.batch_size, seed=cfg.seed + 1000 * rank
@@ -207,6 +208,24 @@ class _Run:
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(cfg.warmup_steps, cfg.steps))
         self.model, self.optimizer = self.accelerator.prepare(self.adapter, optimizer)
         self.step = 0
+
+    def seen_features(self) -> Tensor:
+        """(n, f) pooled features of the training classes' images, unaugmented, under the frozen backbone: what a
+        centring head's statistics are taken from (the same on every run of a fold, so resuming stays exact)."""
+        index = torch.nonzero(torch.isin(self.data.labels, torch.tensor(self.data.seen))).flatten()
+        if self.bank is not None:
+            return self.bank.plain(index)
+        bank = FeatureBank.build(
+            self.backbone,
+            self.data.images[index],
+            self.data.data_config,
+            self.data.img_size,
+            views=1,
+            augment=0.0,
+            seed=self.recipe.train.seed,
+            device=self.accelerator.device,
+        )
+        return bank.plain(torch.arange(len(index)))
 
     def episode(self) -> tuple[Tensor, Tensor, Tensor]:
         from ..data import to_backbone_input
