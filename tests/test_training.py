@@ -72,11 +72,14 @@ def test_train_save_reload_and_evaluate_above_chance(tmp_path):
     methods = result["methods"]
     assert set(methods) == {"chance", "text_similarity", "head_only", "full"}
     assert methods["chance"]["zsl"] == 0.5 and methods["chance"]["gzsl_seen"] == 0.1
+    assert methods["chance"]["gzsl_ausuc"] == 1 / (2 * 8 * 2)
     for name in ("head_only", "full"):  # seen classes were trained on: well above the 1-in-10 chance
         assert methods[name]["gzsl_seen"] > 0.25, (name, methods[name])
         m = methods[name]  # the reported numbers are the ones their parts give
         assert m["zsl"] == pytest.approx(sum(m["zsl_per_class"].values()) / 2) and len(m["zsl_per_class"]) == 2
         assert m["gzsl_h"] == pytest.approx(2 * m["gzsl_seen"] * m["gzsl_unseen"] / (m["gzsl_seen"] + m["gzsl_unseen"]))
+        # the seen-unseen curve passes through the uncalibrated point, so its area holds that point's rectangle
+        assert m["gzsl_seen"] * m["gzsl_unseen"] - 1e-9 <= m["gzsl_ausuc"] < 1
     payload = write_report([result], tmp_path / "report", "tiny")
     assert payload["summary"]["full"]["zsl"]["mean"] == methods["full"]["zsl"]
     assert (tmp_path / "report" / "results.md").read_text().count("|") > 20

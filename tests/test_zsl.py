@@ -9,7 +9,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from lang2net.workflows.metrics import bootstrap_ci, gzsl_metrics, harmonic_mean, mcnemar, per_class_topk
+from lang2net.workflows.metrics import (
+    bootstrap_ci,
+    gzsl_metrics,
+    harmonic_mean,
+    mcnemar,
+    per_class_topk,
+    seen_unseen_curve,
+)
 from lang2net.workflows.zsl import (
     calibrated_stacking,
     choose_calibration,
@@ -253,6 +260,35 @@ def test_large_gamma_sends_everything_to_unseen(gzsl_scores) -> None:
     assert metrics["unseen"] == pytest.approx(zsl, abs=1e-12)
     # and a very negative gamma sends everything to seen classes
     assert gzsl_metrics(calibrated_stacking(scores, seen_mask, -1e6), labels, seen_mask)["unseen"] == 0.0
+
+
+def test_seen_unseen_curve_is_calibrated_stacking_at_every_gamma(gzsl_scores) -> None:
+    """Reference: gzsl_metrics of calibrated_stacking at -inf, between every pair of neighbouring gaps, and +inf."""
+    scores, labels, seen_mask = gzsl_scores
+    scores, labels = torch.cat([scores, scores[::7]]).double(), torch.cat([labels, labels[::7]])  # repeated images:
+    # groups of equal gaps, which flip together
+    curve = seen_unseen_curve(scores, labels, seen_mask)
+    gaps = torch.unique(scores[:, :N_SEEN].max(1).values - scores[:, N_SEEN:].max(1).values)  # sorted
+    assert len(gaps) < len(labels) and len(curve["seen"]) == len(gaps) + 1
+    gammas = [-1e9, *((gaps[:-1] + gaps[1:]) / 2).tolist(), 1e9]
+    reference = [gzsl_metrics(calibrated_stacking(scores, seen_mask, g), labels, seen_mask) for g in gammas]
+    np.testing.assert_allclose(curve["seen"], [r["seen"] for r in reference], atol=1e-12)
+    np.testing.assert_allclose(curve["unseen"], [r["unseen"] for r in reference], atol=1e-12)
+    u, v = np.array([r["unseen"] for r in reference]), np.array([r["seen"] for r in reference])
+    assert curve["ausuc"] == pytest.approx(float(np.sum(np.diff(u) * (v[1:] + v[:-1]) / 2)), abs=1e-12)
+    assert (np.diff(curve["unseen"]) >= 0).all() and (np.diff(curve["seen"]) <= 0).all()
+    assert 0.05 < curve["ausuc"] < max(curve["seen"]) * max(curve["unseen"]) + 1e-12  # a real trade-off
+
+
+def test_seen_unseen_curve_of_perfect_and_of_bad_input() -> None:
+    labels = torch.tensor([0, 0, 1, 2, 3])
+    perfect = F.one_hot(labels, 4).double()
+    mask = torch.tensor([True, True, False, False])
+    assert seen_unseen_curve(perfect, labels, mask)["ausuc"] == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="at least one seen and one unseen class, got 4 seen"):
+        seen_unseen_curve(perfect, labels, torch.ones(4, dtype=torch.bool))
+    with pytest.raises(ValueError, match="images of both seen and unseen classes"):
+        seen_unseen_curve(perfect[:2], labels[:2], mask)
 
 
 def test_choose_calibration_improves_harmonic_mean(gzsl_scores) -> None:

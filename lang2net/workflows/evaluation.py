@@ -24,7 +24,7 @@ from torch import Tensor, nn
 
 from ..adapter import LanguageConditionedAdapter
 from ..utils.atomic import write_atomic
-from .metrics import per_class_topk
+from .metrics import per_class_topk, seen_unseen_curve
 
 __all__ = [
     "aggregate_folds",
@@ -82,10 +82,13 @@ def _zsl_gzsl(scorer: Scorer, test, seen: Sequence[str], unseen: Sequence[str], 
     keep = torch.isin(test.labels, pos_both)
     relabel[pos_both] = torch.arange(len(both))
     gzsl_scores = _scores(scorer, test.images[keep], both, prepare, batch_size)
-    gzsl = class_metrics(gzsl_scores.argmax(-1), relabel[test.labels[keep]], len(both))
+    gzsl_labels = relabel[test.labels[keep]]
+    gzsl = class_metrics(gzsl_scores.argmax(-1), gzsl_labels, len(both))
     acc_seen = sum(gzsl["per_class"][: len(seen)]) / max(1, len(seen))
     acc_unseen = sum(gzsl["per_class"][len(seen) :]) / max(1, len(unseen))
+    seen_mask = torch.arange(len(both)) < len(seen)
     return {
+        "gzsl_ausuc": seen_unseen_curve(gzsl_scores, gzsl_labels, seen_mask)["ausuc"],
         "zsl": zsl["mean_per_class"],
         "zsl_top5": top5,
         "gzsl_seen": acc_seen,
@@ -99,6 +102,8 @@ def _zsl_gzsl(scorer: Scorer, test, seen: Sequence[str], unseen: Sequence[str], 
 def _chance(seen: Sequence[str], unseen: Sequence[str]) -> dict:
     g = 1 / (len(seen) + len(unseen))
     return {
+        # random scores: a share p of images called seen gives seen p / |S| and unseen (1 - p) / |U|, a straight line
+        "gzsl_ausuc": 1 / (2 * len(seen) * len(unseen)),
         "zsl": 1 / len(unseen),
         "zsl_top5": min(1.0, 5 / len(unseen)),
         "gzsl_seen": g,
@@ -213,7 +218,7 @@ def evaluate_fold(
 
 # across folds and reports
 
-_METRICS = ("zsl", "zsl_top5", "gzsl_seen", "gzsl_unseen", "gzsl_h")
+_METRICS = ("zsl", "zsl_top5", "gzsl_seen", "gzsl_unseen", "gzsl_h", "gzsl_ausuc")
 
 
 def aggregate_folds(folds: list[dict]) -> dict:
@@ -236,6 +241,7 @@ _METRIC_NAMES = {
     "gzsl_seen": "GZSL seen-class accuracy",
     "gzsl_unseen": "GZSL unseen-class accuracy",
     "gzsl_h": "GZSL harmonic mean H",
+    "gzsl_ausuc": "GZSL area under the seen-unseen accuracy curve (AUSUC, calibration-free)",
 }
 
 
@@ -257,7 +263,10 @@ def card_metrics(fold: dict, method: str = "full") -> dict:
 
 def card_table(fold: dict, summary: dict | None = None, n_folds: int | None = None) -> str:
     """Markdown for a card body: every method on the generator's own fold, then (when given) the means over folds."""
-    rows = ["| method | ZSL | ZSL top-5 | GZSL seen | GZSL unseen | GZSL H |", "|---|---|---|---|---|---|"]
+    rows = [
+        "| method | ZSL | ZSL top-5 | GZSL seen | GZSL unseen | GZSL H | GZSL AUSUC |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for name, values in fold["methods"].items():
         rows.append(f"| {name} | " + " | ".join(f"{100 * values[m]:.1f}" for m in _METRICS) + " |")
     unseen = ", ".join(fold["unseen"])
@@ -272,8 +281,8 @@ def card_table(fold: dict, summary: dict | None = None, n_folds: int | None = No
 
 def markdown_table(summary: dict) -> str:
     rows = [
-        "| method | ZSL top-1 (per class) | ZSL top-5 | GZSL seen | GZSL unseen | GZSL H |",
-        "|---|---|---|---|---|---|",
+        "| method | ZSL top-1 (per class) | ZSL top-5 | GZSL seen | GZSL unseen | GZSL H | GZSL AUSUC |",
+        "|---|---|---|---|---|---|---|",
     ]
     for name, metrics in summary.items():
         cells = [f"{100 * metrics[m]['mean']:.1f} ± {100 * metrics[m]['std']:.1f}" for m in _METRICS]

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["bootstrap_ci", "gzsl_metrics", "harmonic_mean", "mcnemar", "per_class_topk"]
+__all__ = ["bootstrap_ci", "gzsl_metrics", "harmonic_mean", "mcnemar", "per_class_topk", "seen_unseen_curve"]
 
 
 # input checks
@@ -172,6 +172,57 @@ def gzsl_metrics(scores: Tensor, labels: Tensor, seen_mask: Tensor) -> dict[str,
     seen = float(per_class[class_seen].mean()) if bool(class_seen.any()) else math.nan
     unseen = float(per_class[~class_seen].mean()) if bool((~class_seen).any()) else math.nan
     return {"seen": seen, "unseen": unseen, "h": harmonic_mean(seen, unseen)}
+
+
+def seen_unseen_curve(scores: Tensor, labels: Tensor, seen_mask: Tensor) -> dict[str, Any]:
+    """The seen-unseen accuracy curve of calibrated stacking over every ``gamma``, and the area under it (AUSUC,
+    Chao et al., ECCV 2016): a GZSL summary that needs no calibration data.
+
+    Subtracting ``gamma`` from the seen classes' scores sends an image to its best unseen class once ``gamma`` passes
+    its gap ``max seen score - max unseen score``; sweeping ``gamma`` from -inf to +inf flips images in order of
+    their gaps, so the curve is exact: one point per distinct gap, plus both ends. Accuracies are per-class means
+    within the seen and the unseen images, as in :func:`gzsl_metrics`.
+
+    Args:
+        scores: (n, c) scores over all classes.
+        labels: (n,) true classes; images of both seen and unseen classes.
+        seen_mask: (c,) True for seen classes; at least one of each.
+
+    Returns:
+        ``{"unseen": (p,) float64 non-decreasing, "seen": (p,) float64 non-increasing, "ausuc": area under seen
+        accuracy as a function of unseen accuracy}``; the first point is ``gamma = -inf`` (everything predicted
+        seen), the last ``gamma = +inf``.
+    """
+    scores, labels = _check_scores_labels(scores, labels)
+    mask = _check_mask(seen_mask, scores.shape[1]).to(scores.device)
+    if bool(mask.all()) or not bool(mask.any()):
+        raise ValueError(f"seen_mask must mark at least one seen and one unseen class, got {int(mask.sum())} seen")
+    image_seen = mask[labels]
+    if bool(image_seen.all()) or not bool(image_seen.any()):
+        raise ValueError("labels must include images of both seen and unseen classes")
+    s = scores.detach().to(torch.float64)
+    seen_cols, unseen_cols = torch.nonzero(mask).flatten(), torch.nonzero(~mask).flatten()
+    top_seen, arg_seen = s[:, seen_cols].max(1)
+    top_unseen, arg_unseen = s[:, unseen_cols].max(1)
+    gap = top_seen - top_unseen  # (n,)
+    hit_seen = (seen_cols[arg_seen] == labels).double()  # right when predicted seen
+    hit_unseen = (unseen_cols[arg_unseen] == labels).double()  # right when predicted unseen
+    classes, inverse = torch.unique(labels, return_inverse=True)
+    counts = torch.bincount(inverse).double()
+    n_side = torch.tensor([int((~mask[classes]).sum()), int(mask[classes].sum())], dtype=torch.float64)
+    weight = 1.0 / (counts[inverse] * n_side[image_seen.long()].to(s.device))  # (n,): per-class mean on each side
+    order = torch.argsort(gap)
+    g = gap[order]
+    flip_seen = torch.cumsum((weight * hit_seen * image_seen)[order], 0)  # seen accuracy lost as images flip
+    gain_unseen = torch.cumsum((weight * hit_unseen * ~image_seen)[order], 0)
+    last = torch.ones_like(g, dtype=torch.bool)  # keep the last image of each group of equal gaps: they flip together
+    last[:-1] = g[1:] != g[:-1]
+    start = float((weight * hit_seen * image_seen).sum())
+    zero = torch.zeros(1, dtype=torch.float64, device=s.device)
+    seen = torch.cat([zero + start, start - flip_seen[last]]).cpu().numpy()
+    unseen = torch.cat([zero, gain_unseen[last]]).cpu().numpy()
+    area = float(np.sum((unseen[1:] - unseen[:-1]) * (seen[1:] + seen[:-1]) / 2))  # trapezoids
+    return {"unseen": unseen, "seen": seen, "ausuc": area}
 
 
 def bootstrap_ci(
