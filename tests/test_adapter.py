@@ -307,6 +307,7 @@ def test_centred_head_equals_its_reference_and_stays_an_exact_linear_layer(tmp_p
     adapter.save_pretrained(tmp_path / "gen")
     loaded = LanguageConditionedAdapter.from_pretrained(str(tmp_path / "gen"))
     assert loaded.config.feature_norm == "center"
+    assert "scored centred and rescaled" in " ".join((tmp_path / "gen" / "README.md").read_text().split())
     assert torch.equal(loaded.generator.head.feature_mean, head.feature_mean)
     again = loaded.generate(_descriptions(5), embeddings=_embeddings(5))
     assert torch.equal(again.head_weight, task.head_weight) and torch.equal(again.head_bias, task.head_bias)

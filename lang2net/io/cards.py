@@ -29,6 +29,11 @@ __all__ = [
     "task_card",
 ]
 
+_CENTRED = {  # how the card describes AdapterConfig.feature_norm
+    "center": " (scored centred and rescaled by the training images' feature statistics, folded into the weight and "
+    "bias: still one exact linear layer)"
+}
+
 CARD_KEYS = ("intended_use", "example", "limits", "credits")  # a recipe's `card:` section
 ABOUT_KEYS = ("held_out", "results_table")  # what a publisher adds from its measured run
 INSTALL = "pip install lang2net"
@@ -345,7 +350,7 @@ print(predictions.labels, predictions.top(2))
 | text encoder | `{config.text_encoder}`, {config.text_dim}-d embeddings (frozen, referenced by name) |
 | targets | {len(specs)} layers ({", ".join(roles) or "none"}) |
 | delta mode, rank | `{config.delta_mode}`, {config.rank} |
-| head | one {config.feature_dim}-d weight vector and a bias per class, on the backbone's pooled features |
+| head | one {config.feature_dim}-d weight vector and a bias per class, on the backbone's pooled features{_CENTRED.get(config.feature_norm, "")} |
 | generator | {n_params:,} parameters in `model.safetensors`; `config.json` is its versioned config ({config.version}) |
 
 <details><summary>Adapted layers</summary>
