@@ -29,10 +29,7 @@ __all__ = [
     "task_card",
 ]
 
-_CENTRED = {  # how the card describes AdapterConfig.feature_norm
-    "center": " (scored centred and rescaled by the training images' feature statistics, folded into the weight and "
-    "bias: still one exact linear layer)"
-}
+_CENTRED = {"center": " (scored centred and rescaled by training-image statistics folded into W and b)"}  # feature_norm
 
 CARD_KEYS = ("intended_use", "example", "limits", "credits")  # a recipe's `card:` section
 ABOUT_KEYS = ("held_out", "results_table")  # what a publisher adds from its measured run
