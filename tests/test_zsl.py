@@ -287,7 +287,7 @@ def test_seen_unseen_curve_of_perfect_and_of_bad_input() -> None:
     assert seen_unseen_curve(perfect, labels, mask)["ausuc"] == pytest.approx(1.0)
     with pytest.raises(ValueError, match="at least one seen and one unseen class, got 4 seen"):
         seen_unseen_curve(perfect, labels, torch.ones(4, dtype=torch.bool))
-    with pytest.raises(ValueError, match="images of both seen and unseen classes"):
+    with pytest.raises(ValueError, match=r"labels must include seen and unseen classes, got 2/2 seen"):
         seen_unseen_curve(perfect[:2], labels[:2], mask)
 
 

@@ -91,6 +91,18 @@ def _solve(a: Tensor, b: Tensor, what: str) -> Tensor:
         raise ValueError(f"{what} is singular; use a regulariser > 0 ({err})") from err
 
 
+def _check_gzsl_split(scores: Tensor, labels: Tensor, seen_mask: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Scores, labels, the (c,) seen mask and the (n,) per-image seen flags of a GZSL problem with both sides."""
+    scores, labels = _check_scores_labels(scores, labels)
+    mask = _check_mask(seen_mask, scores.shape[1]).to(scores.device)
+    if bool(mask.all()) or not bool(mask.any()):
+        raise ValueError(f"seen_mask must mark at least one seen and one unseen class, got {int(mask.sum())} seen")
+    image_seen = mask[labels]
+    if bool(image_seen.all()) or not bool(image_seen.any()):
+        raise ValueError(f"labels must include seen and unseen classes, got {int(image_seen.sum())}/{len(labels)} seen")
+    return scores, labels, mask, image_seen
+
+
 def _per_class_mean(values: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
     """Mean of ``values`` (n,) within each class present in ``labels``: returns (classes (m,), means (m,) float64)."""
     classes, inverse = torch.unique(labels, return_inverse=True)
@@ -193,13 +205,7 @@ def seen_unseen_curve(scores: Tensor, labels: Tensor, seen_mask: Tensor) -> dict
         accuracy as a function of unseen accuracy}``; the first point is ``gamma = -inf`` (everything predicted
         seen), the last ``gamma = +inf``.
     """
-    scores, labels = _check_scores_labels(scores, labels)
-    mask = _check_mask(seen_mask, scores.shape[1]).to(scores.device)
-    if bool(mask.all()) or not bool(mask.any()):
-        raise ValueError(f"seen_mask must mark at least one seen and one unseen class, got {int(mask.sum())} seen")
-    image_seen = mask[labels]
-    if bool(image_seen.all()) or not bool(image_seen.any()):
-        raise ValueError("labels must include images of both seen and unseen classes")
+    scores, labels, mask, image_seen = _check_gzsl_split(scores, labels, seen_mask)
     s = scores.detach().to(torch.float64)
     seen_cols, unseen_cols = torch.nonzero(mask).flatten(), torch.nonzero(~mask).flatten()
     top_seen, arg_seen = s[:, seen_cols].max(1)

@@ -25,11 +25,11 @@ from torch import Tensor
 
 from .metrics import (
     _check_fit_inputs,
+    _check_gzsl_split,
     _check_labels,
     _check_mask,
     _check_matrix,
     _check_reg,
-    _check_scores_labels,
     _shape,
     _solve,
     gzsl_metrics,
@@ -313,13 +313,7 @@ def choose_calibration(
     Returns:
         ``(gamma, h)``: the chosen offset and the harmonic mean it reaches.
     """
-    scores, labels = _check_scores_labels(scores, labels)
-    mask = _check_mask(seen_mask, scores.shape[1]).to(scores.device)
-    if bool(mask.all()) or not bool(mask.any()):
-        raise ValueError(f"seen_mask must mark at least one seen and one unseen class, got {int(mask.sum())} seen")
-    image_seen = mask[labels]
-    if bool(image_seen.all()) or not bool(image_seen.any()):
-        raise ValueError(f"labels must include seen and unseen classes, got {int(image_seen.sum())}/{len(labels)} seen")
+    scores, labels, mask, _ = _check_gzsl_split(scores, labels, seen_mask)
     if gammas is None:
         if n_quantiles < 2:
             raise ValueError(f"n_quantiles must be >= 2, got {n_quantiles}")
