@@ -198,6 +198,7 @@ def format_result(result: DemoResult) -> str:
             "gzsl_seen": "GZSL seen",
             "gzsl_unseen": "GZSL unseen",
             "gzsl_h": "GZSL H",
+            "gzsl_ausuc": "GZSL AUSUC",
             "top1": "unseen top-1",
             "top5": "unseen top-5",
         }

@@ -88,12 +88,12 @@ def _zsl_gzsl(scorer: Scorer, test, seen: Sequence[str], unseen: Sequence[str], 
     acc_unseen = sum(gzsl["per_class"][len(seen) :]) / max(1, len(unseen))
     seen_mask = torch.arange(len(both)) < len(seen)
     return {
-        "gzsl_ausuc": seen_unseen_curve(gzsl_scores, gzsl_labels, seen_mask)["ausuc"],
         "zsl": zsl["mean_per_class"],
         "zsl_top5": top5,
         "gzsl_seen": acc_seen,
         "gzsl_unseen": acc_unseen,
         "gzsl_h": harmonic_mean(acc_seen, acc_unseen),
+        "gzsl_ausuc": seen_unseen_curve(gzsl_scores, gzsl_labels, seen_mask)["ausuc"],
         "zsl_per_class": dict(zip(unseen, zsl["per_class"], strict=True)),
         "zsl_confusion": zsl["confusion"],
     }
@@ -102,13 +102,13 @@ def _zsl_gzsl(scorer: Scorer, test, seen: Sequence[str], unseen: Sequence[str], 
 def _chance(seen: Sequence[str], unseen: Sequence[str]) -> dict:
     g = 1 / (len(seen) + len(unseen))
     return {
-        # random scores: a share p of images called seen gives seen p / |S| and unseen (1 - p) / |U|, a straight line
-        "gzsl_ausuc": 1 / (2 * len(seen) * len(unseen)),
         "zsl": 1 / len(unseen),
         "zsl_top5": min(1.0, 5 / len(unseen)),
         "gzsl_seen": g,
         "gzsl_unseen": g,
         "gzsl_h": g,
+        # random scores: a share p of images called seen gives seen p / |S| and unseen (1 - p) / |U|, a straight line
+        "gzsl_ausuc": 1 / (2 * len(seen) * len(unseen)),
     }
 
 
