@@ -130,7 +130,7 @@ def test_two_cpu_processes_hold_identical_generators(tmp_path):
         "rank = dist.get_rank()\n"
         "state = {k: v.contiguous() for k, v in res.adapter.state_dict().items()}\n"
         "save_file(state, f'{sys.argv[2]}/final_rank{rank}.safetensors')\n"
-        "print('world', dist.get_world_size())\n"
+        "sys.stdout.write(f'world {dist.get_world_size()}\\n')  # one write: the ranks share the pipe\n"
     )
     out = tmp_path / "ddp"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
