@@ -55,7 +55,7 @@ def _quickstart(text: str) -> None:
     else:  # Fashion-MNIST images of described classes: the published generator gets most of them, confidently
         right = [float(r[-1]) for r in fashion if r[1] == r[2]]
         assert len(right) >= 0.75 * len(fashion), text
-        assert sum(right) / len(right) >= 0.8, text  # measured: 8 of 8 right, mean confidence 0.99
+        assert sum(right) / len(right) >= 0.8, text  # measured: 7 of 8 right (a sandal called "cat"), 0.94
 
 
 def _byo_backbone(text: str) -> None:
