@@ -16,7 +16,8 @@ $(VENV)/.installed: pyproject.toml
 	@# Fashion-MNIST (real images, offline) comes from Debian; elsewhere pass its folder (see lang2net.data)
 	test -d /usr/share/datasets/fashion-mnist || apt-get install -y -q dataset-fashion-mnist \
 		|| echo "note: could not install dataset-fashion-mnist; Fashion-MNIST runs need its folder"
-	@# Emoji benchmark: Unicode CLDR names/keywords from Debian, Twemoji + Noto images from npm (once, into a cache)
+	@# Emoji benchmark: Unicode CLDR names/keywords from Debian; Twemoji + Noto PNGs and OpenMoji + Fluent SVGs
+	@# (rendered to 64 px PNGs) from npm, once, into a cache
 	test -d /usr/share/unicode/cldr/common/annotations || apt-get install -y -q unicode-cldr-core \
 		|| echo "note: could not install unicode-cldr-core; emoji runs need it"
 	$(PY) -m lang2net.data.emoji fetch || echo "note: could not fetch the emoji images (npm); emoji runs need them"

@@ -2,20 +2,29 @@
 
 from __future__ import annotations
 
-import io
 import json
-import tarfile
 from collections import Counter
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from PIL import Image
+from _emoji_fixtures import (
+    CLASSES,
+    CLDR_DERIVED_XML,
+    CLDR_XML,
+    COLOURS,
+    ENTRIES,
+    _png,
+    _real_data_or_skip,
+    _tarball,
+    write_cldr,
+    write_emoji_root,
+)
 
 from lang2net.data import DATASETS, ClassSplit, class_splits, load_dataset, load_split_file, stratified_class_split
 from lang2net.data.cldr import CldrAnnotation, cldr_dir, lookup_annotation, parse_cldr_annotations
 from lang2net.data.emoji import (
+    STYLES,
     EmojiClass,
     emoji_classes,
     emoji_descriptions,
@@ -26,87 +35,15 @@ from lang2net.data.emoji import (
 )
 from lang2net.data.splits import _SPLITS_DIR, _load_splits, generate_splits
 
-COLOURS = {"twitter": (200, 30, 30), "google": (30, 30, 200)}
-
-
-def _entry(name, unified, category, sort_order, short_names, **extra):
-    entry = {
-        "name": name,
-        "unified": unified,
-        "non_qualified": None,
-        "image": f"{unified.lower()}.png",
-        "short_name": short_names[0],
-        "short_names": short_names,
-        "category": category,
-        "subcategory": extra.pop("subcategory", "animal-mammal"),
-        "sort_order": sort_order,
-        "has_img_twitter": True,
-        "has_img_google": True,
-    }
-    return entry | extra
-
-
-ENTRIES = [
-    _entry("CLOUD", "2601-FE0F", "Travel & Places", 30, ["cloud"], non_qualified="2601", subcategory="sky & weather"),
-    _entry("GREEN APPLE", "1F34F", "Food & Drink", 21, ["green_apple"], subcategory="food-fruit"),
-    _entry("RED APPLE", "1F34E", "Food & Drink", 20, ["apple"], subcategory="food-fruit"),
-    _entry("MOOSE", "1FACE", "Animals & Nature", 11, ["moose"]),
-    _entry("DOG FACE", "1F436", "Animals & Nature", 10, ["dog"], skin_variations={"1F3FB": {"unified": "x"}}),
-    _entry("GRINNING FACE", "1F600", "Smileys & Emotion", 1, ["grinning"]),  # other category
-    _entry("PERSON FENCING LIGHT SKIN TONE", "1F93A-1F3FB", "Activities", 40, ["fencer_light"]),  # a skin tone
-    _entry("ROCKET", "1F680", "Travel & Places", 31, ["rocket"], has_img_google=False),  # one style only
-]
-CLASSES = ["dog face", "moose", "apple (apple)", "apple (green apple)", "cloud"]
-CLDR_XML = """<?xml version="1.0" encoding="UTF-8" ?>
-<!DOCTYPE ldml SYSTEM "../../common/dtd/ldml.dtd">
-<ldml><annotations>
-  <annotation cp="🐶">dog | face | pet</annotation>
-  <annotation cp="🐶" type="tts">dog face</annotation>
-  <annotation cp="☁">cloud | weather</annotation>
-  <annotation cp="☁" type="tts">cloud</annotation>
-  <annotation cp="🍎">apple | fruit | red</annotation>
-  <annotation cp="🍎" type="tts">apple</annotation>
-  <annotation cp="🍏" type="tts">apple</annotation>
-  <annotation cp="🚀" type="tts">rocket</annotation>
-</annotations></ldml>
-"""
-CLDR_DERIVED_XML = """<ldml><annotations>
-  <annotation cp="🍏">apple | fruit | green</annotation>
-  <annotation cp="🐶" type="tts">doggy</annotation>
-  <annotation cp="❤️‍🔥">burn | heart | on fire</annotation>
-</annotations></ldml>
-"""
-
-
-def _png(path: Path, colour: tuple[int, int, int]) -> None:
-    """64 px RGBA: a transparent 16 px top-left block, one half-transparent black pixel, opaque ``colour`` elsewhere."""
-    pixels = np.zeros((64, 64, 4), dtype=np.uint8)
-    pixels[..., :3], pixels[..., 3] = colour, 255
-    pixels[:16, :16] = 0
-    pixels[40, 40] = (0, 0, 0, 128)
-    Image.fromarray(pixels, "RGBA").save(path)
-
 
 @pytest.fixture
 def cldr(tmp_path, monkeypatch):
-    folder = tmp_path / "cldr"
-    for name, text in (("annotations", CLDR_XML), ("annotationsDerived", CLDR_DERIVED_XML)):
-        (folder / name).mkdir(parents=True)
-        (folder / name / "en.xml").write_text(text, encoding="utf-8")
-    monkeypatch.setenv("LANG2NET_CLDR", str(folder))
-    return folder
+    return write_cldr(tmp_path, monkeypatch)
 
 
 @pytest.fixture
 def root(tmp_path, cldr):
-    folder = tmp_path / "emoji"
-    for style, colour in COLOURS.items():
-        (folder / style / "img").mkdir(parents=True)
-        (folder / style / "emoji.json").write_text(json.dumps(ENTRIES), encoding="utf-8")
-        for entry in ENTRIES:
-            if entry[f"has_img_{style}"]:
-                _png(folder / style / "img" / entry["image"], colour)
-    return folder
+    return write_emoji_root(tmp_path)
 
 
 # CLDR
@@ -221,8 +158,8 @@ def test_load_emoji_splits(root):
     assert google.labels.tolist() == [0, 1, 2, 3, 4] and google.images[:, 63, 63, 2].eq(200).all()
     twitter = load_dataset("emoji", "twitter", root=root, limit_per_class=1)
     assert twitter.labels.tolist() == [0, 1, 2, 3, 4] and twitter.images[:, 63, 63, 0].eq(200).all()
-    assert DATASETS["emoji"].splits == ("train", "test", "twitter", "google")
-    with pytest.raises(ValueError, match=r"no split 'val'; valid: \['train', 'test', 'twitter', 'google'\]"):
+    assert DATASETS["emoji"].splits == ("train", "test", "twitter", "google", "openmoji", "fluent", "fluent-flat")
+    with pytest.raises(ValueError, match=r"no split 'val'; valid: \['train', 'test', 'twitter', 'google', 'openmoji'"):
         load_dataset("emoji", "val", root=root)
 
 
@@ -263,21 +200,6 @@ def test_missing_data_names_the_fetch_command(tmp_path, monkeypatch):
 # fetch (a fake npm on PATH; no network)
 
 
-def _tarball(path: Path, style: str) -> None:
-    files = {
-        "package/emoji.json": json.dumps(ENTRIES).encode(),
-        "package/README.md": b"readme",
-        f"package/img/{style}/64/1f436.png": b"png-64",
-        f"package/img/{style}/32/1f436.png": b"png-32",
-        f"package/img/{style}/sheets/64.png": b"sheet",
-    }
-    with tarfile.open(path, "w:gz") as tar:
-        for name, data in files.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-
-
 def test_fetch_with_fake_npm(tmp_path, monkeypatch):
     packs, bin_dir = tmp_path / "packs", tmp_path / "bin"
     packs.mkdir(), bin_dir.mkdir()
@@ -287,7 +209,7 @@ def test_fetch_with_fake_npm(tmp_path, monkeypatch):
     npm.write_text(f'#!/bin/sh\necho "$@" >> {tmp_path}/calls\ncp "{packs}/$3.tgz" "./$3.tgz"\n')
     npm.chmod(0o755)
     monkeypatch.setenv("PATH", f"{bin_dir}:/usr/bin:/bin")
-    cache = fetch_emoji(tmp_path / "cache")
+    cache = fetch_emoji(tmp_path / "cache", STYLES)  # the extra styles: test_emoji_styles.py
     assert cache == tmp_path / "cache" and emoji_root(cache) == cache
     assert sorted(p.name for p in cache.iterdir()) == ["google", "twitter"]  # no temporary folder left
     assert sorted(p.name for p in (cache / "google").iterdir()) == ["emoji.json", "img"]
@@ -296,7 +218,7 @@ def test_fetch_with_fake_npm(tmp_path, monkeypatch):
     calls = (tmp_path / "calls").read_text().splitlines()
     assert calls == ["pack --silent emoji-datasource-twitter@16.0.0", "pack --silent emoji-datasource-google@16.0.0"]
     monkeypatch.setenv("PATH", str(tmp_path / "empty"))  # no npm: the complete cache needs none
-    assert fetch_emoji(cache) == cache
+    assert fetch_emoji(cache, STYLES) == cache
     with pytest.raises(FileNotFoundError, match="`npm` is not on PATH"):
         fetch_emoji(tmp_path / "other")
 
@@ -375,14 +297,6 @@ def test_packaged_emoji_split_loads_without_the_data(tmp_path, monkeypatch):
 
 
 # the real data (after `python -m lang2net.data.emoji fetch`)
-
-
-def _real_data_or_skip():
-    try:
-        emoji_root()
-        cldr_dir()
-    except FileNotFoundError as exc:
-        pytest.skip(f"real emoji data not installed: {exc}")
 
 
 def test_real_emoji_data(monkeypatch):

@@ -35,12 +35,21 @@ class DatasetSpec:
             "limit_per_class"); ``load_dataset`` rejects the others and applies descriptions/limit itself when the
             loader does not take them.
         summary: one line for error messages and docs.
+        joinable: a split may also be several of ``splits`` joined by "+" (their images, in that order).
     """
 
     loader: Callable[..., LabeledImages]
     splits: tuple[str, ...]
     options: frozenset[str]
     summary: str
+    joinable: bool = False
+
+    def check_split(self, name: str, split: str) -> None:
+        """ValueError naming the valid splits if ``split`` is not one of this dataset's."""
+        parts = split.split("+") if self.joinable else [split]
+        if split not in self.splits and not (len(set(parts)) == len(parts) and set(parts) <= set(self.splits)):
+            joined = " (or distinct ones joined by '+')" if self.joinable else ""
+            raise ValueError(f"{name} has no split {split!r}; valid: {list(self.splits)}{joined}")
 
 
 # loaders
@@ -93,7 +102,9 @@ DATASETS: dict[str, DatasetSpec] = {
         _emoji,
         EMOJI_SPLITS,
         frozenset({"root", "img_size", "skip_bad", "descriptions"}),
-        "emoji (Twemoji + Noto), 857 animal/food/place/activity/object classes, 1 image per class and style, 64x64 RGB",
+        "emoji (Twemoji + Noto; OpenMoji, Fluent for training), 857 animal/food/place/activity/object classes, "
+        "1 image per class and style, 64x64 RGB",
+        joinable=True,
     ),
     "imagefolder": DatasetSpec(
         _imagefolder,
@@ -119,9 +130,10 @@ def load_dataset(
 
     Args:
         name: a key of :data:`DATASETS`: "fashion_mnist", "digits", "shapes", "emoji" or "imagefolder".
-        split: "train" or "test"; "emoji" also has "twitter" and "google" (one image style each), and its "train" and
-            "test" are the same images of both styles (Twemoji, then Noto): its packaged class split
-            (``class_splits("emoji")``) holds classes out, not images.
+        split: "train" or "test"; "emoji" also has one split per image style ("twitter", "google", and the
+            training-only "openmoji", "fluent", "fluent-flat"), joinable with "+" ("twitter+google+openmoji"), and
+            its "train" and "test" are the same images of both base styles (Twemoji, then Noto): its packaged class
+            split (``class_splits("emoji")``) holds classes out, not images.
         root: Fashion-MNIST folder (idx files or a torchvision root; default: ``$LANG2NET_FASHION_MNIST``, the
             Debian package folder, ``~/.cache/torchvision``), the emoji cache folder (default:
             ``$LANG2NET_DATA/emoji``, else ``~/.cache/lang2net/emoji``; ``python -m lang2net.data.emoji fetch``
@@ -144,8 +156,7 @@ def load_dataset(
     if name not in DATASETS:
         raise ValueError(f"unknown dataset {name!r}; valid: {sorted(DATASETS)}")
     spec = DATASETS[name]
-    if split not in spec.splits:
-        raise ValueError(f"{name} has no split {split!r}; valid: {list(spec.splits)}")
+    spec.check_split(name, split)
     check_int("limit_per_class", limit_per_class, optional=True)
     given = {"root": root, "img_size": img_size, "skip_bad": skip_bad or None}
     unused = [key for key, value in given.items() if value is not None and key not in spec.options]

@@ -8,7 +8,9 @@ from the npm packages ``emoji-datasource-twitter`` and ``emoji-datasource-google
 
 Cache layout (default ``$LANG2NET_DATA/emoji``, else ``~/.cache/lang2net/emoji``): ``<cache>/<style>/emoji.json``
 (the package's metadata, the same file in both packages) and ``<cache>/<style>/img/<image>.png`` (64 px RGBA), for
-style ``twitter`` and ``google``. Each style folder appears atomically, so a present folder is a complete one.
+style ``twitter`` and ``google``; the extra training styles rendered from SVG (:mod:`lang2net.data.emoji_styles`:
+``openmoji``, ``fluent``, ``fluent-flat``) have ``style.json`` instead of ``emoji.json``. Each style folder appears
+atomically, so a present folder is a complete one.
 
 Credits and licences:
     * Twemoji graphics: Copyright Twitter, Inc. (X Corp.) and other contributors, CC-BY 4.0.
@@ -20,15 +22,14 @@ Credits and licences:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import difflib
 import json
 import logging
 import os
 import shutil
-import subprocess
 import sys
-import tarfile
 import tempfile
 import time
 import warnings
@@ -44,10 +45,12 @@ from PIL import Image
 from ..utils.atomic import atomic_folder
 from ..utils.checks import check_int
 from .cldr import CldrAnnotation, lookup_annotation, read_cldr_annotations
-from .descriptions import _parse, check_descriptions
+from .descriptions import check_descriptions, load_descriptions
+from .emoji_styles import EXTRA_STYLES, STYLE_FILE, extract_png_style, npm_pack, render_svg_styles, svg_keys
 from .labeled import LabeledImages
 
 __all__ = [
+    "ALL_STYLES",
     "CATEGORIES",
     "EMOJI_DATASOURCE_VERSION",
     "EMOJI_SPLITS",
@@ -60,16 +63,17 @@ __all__ = [
     "emoji_root",
     "fetch_emoji",
     "load_emoji",
-    "read_description_overrides",
     "read_emoji_image",
     "select_emoji_classes",
+    "split_styles",
 ]
 
 logger = logging.getLogger(__name__)
 
 EMOJI_DATASOURCE_VERSION = "16.0.0"
-STYLES = ("twitter", "google")  # image order of the "train"/"test" splits
-EMOJI_SPLITS = ("train", "test", "twitter", "google")
+STYLES = ("twitter", "google")  # the PNG styles: image order of the "train"/"test" splits, the test images
+ALL_STYLES = (*STYLES, *EXTRA_STYLES)
+EMOJI_SPLITS = ("train", "test", *ALL_STYLES)  # and any "+"-joined styles, e.g. "twitter+google+openmoji"
 CATEGORIES = ("Animals & Nature", "Food & Drink", "Travel & Places", "Activities", "Objects")
 _GROUPS = ("Smileys & Emotion", "People & Body", "Component", *CATEGORIES, "Symbols", "Flags")  # Unicode emoji groups
 NATIVE_SIZE = 64
@@ -119,62 +123,54 @@ def _cache(cache_dir: str | os.PathLike[str] | None) -> Path:
 
 
 def _is_complete(folder: Path) -> bool:
-    return (folder / "emoji.json").is_file() and (folder / "img").is_dir()
+    marker = STYLE_FILE if folder.name in EXTRA_STYLES else "emoji.json"
+    return (folder / marker).is_file() and (folder / "img").is_dir()
 
 
-def _npm_pack(spec: str, workdir: Path, npm: str) -> Path:
-    """Download one npm package tarball into ``workdir`` with ``npm pack``; returns the tarball."""
-    workdir.mkdir(parents=True, exist_ok=True)
-    result = subprocess.run([npm, "pack", "--silent", spec], cwd=workdir, capture_output=True, text=True, check=False)
-    tarballs = sorted(workdir.glob("*.tgz"))
-    if result.returncode or len(tarballs) != 1:
-        tail = (result.stderr or result.stdout).strip()[-2000:]
-        raise RuntimeError(f"`npm pack {spec}` failed (exit {result.returncode}, tarballs {tarballs}): {tail}")
-    return tarballs[0]
+def _fetch_extra(root: Path, styles: Sequence[str], npm: str, work: Path) -> None:
+    """Render the extra (SVG) styles of the base styles' classes, one npm package at a time."""
+    classes = emoji_classes(root)
+    for package in dict.fromkeys(EXTRA_STYLES[s].package for s in styles):
+        group = [s for s in styles if EXTRA_STYLES[s].package == package]
+        logger.info("downloading %s", package)
+        tarball = npm_pack(package, work / package.replace("/", "_"), npm)
+        names = {c.image: (c.emoji_name, c.tts or "", c.name, *c.short_names) for c in classes}
+        targets = {
+            s: {image: svg_keys(s, c.unified, names[image]) for c in classes for image in [c.image]} for s in group
+        }
+        with contextlib.ExitStack() as stack:
+            dests = {s: stack.enter_context(atomic_folder(root / s)) for s in group}
+            missing = render_svg_styles(tarball, targets, dests)
+        tarball.unlink()
+        for s in group:
+            n = len(classes) - len(missing[s])
+            logger.info("rendered %d %s images into %s (%d classes lack one)", n, s, root / s, len(missing[s]))
 
 
-def _extract_style(tarball: Path, style: str, dest: Path) -> int:
-    """Copy ``package/emoji.json`` and ``package/img/<style>/64/*.png`` into ``dest``; returns the PNG count."""
-    prefix = f"package/img/{style}/{NATIVE_SIZE}/"
-    (dest / "img").mkdir(parents=True, exist_ok=True)
-    n_images, has_json = 0, False
-    with tarfile.open(tarball, "r:gz") as tar:
-        for member in tar:
-            rest = member.name[len(prefix) :] if member.name.startswith(prefix) else ""
-            if not member.isfile():
-                continue
-            if member.name == "package/emoji.json":
-                target, has_json = dest / "emoji.json", True
-            elif rest.endswith(".png") and "/" not in rest and not rest.startswith("."):
-                target, n_images = dest / "img" / rest, n_images + 1
-            else:
-                continue
-            source = tar.extractfile(member)
-            if source is not None:
-                target.write_bytes(source.read())
-    if not has_json or not n_images:
-        raise ValueError(f"{tarball} lacks package/emoji.json or {prefix}*.png ({n_images} images found)")
-    return n_images
-
-
-def fetch_emoji(cache_dir: str | os.PathLike[str] | None = None) -> Path:
+def fetch_emoji(cache_dir: str | os.PathLike[str] | None = None, styles: Sequence[str] = ALL_STYLES) -> Path:
     """Download the emoji images and metadata with ``npm pack``, once; a style already in the cache is skipped.
 
-    Each style is extracted into a temporary sibling folder that is then renamed into place, so an
-    interrupted fetch leaves no half-written style folder.
+    The base styles (:data:`STYLES`) are PNGs; the extra ones (:data:`~lang2net.data.emoji_styles.EXTRA_STYLES`)
+    are SVGs rendered to 64 px PNGs for the base styles' classes (needs ``resvg-py``). Each style is written into a
+    temporary sibling folder that is then renamed into place, so an interrupted fetch leaves no half-written one.
 
     Args:
         cache_dir: the cache folder (default: :func:`default_cache_dir`).
+        styles: the styles to fetch; the base styles are always fetched (the others need their classes).
 
     Returns:
         The cache folder.
 
     Raises:
+        ValueError: If a style is unknown.
         FileNotFoundError: If a style is missing and ``npm`` is not on PATH.
         RuntimeError: If ``npm pack`` fails (no registry access, unknown version).
+        ImportError: If an extra style is missing and ``resvg-py`` is not installed.
     """
+    if unknown := [s for s in styles if s not in ALL_STYLES]:
+        raise ValueError(f"unknown emoji styles {unknown}; valid: {list(ALL_STYLES)}")
     root = _cache(cache_dir)
-    todo = [style for style in STYLES if not _is_complete(root / style)]
+    todo = [style for style in dict.fromkeys([*STYLES, *styles]) if not _is_complete(root / style)]
     if not todo:
         logger.info("emoji data already in %s", root)
         return root
@@ -186,21 +182,23 @@ def fetch_emoji(cache_dir: str | os.PathLike[str] | None = None) -> Path:
         )
     root.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="lang2net-emoji-") as work:
-        for style in todo:
+        for style in [s for s in todo if s in STYLES]:
             spec = f"emoji-datasource-{style}@{EMOJI_DATASOURCE_VERSION}"
             logger.info("downloading %s", spec)
-            tarball = _npm_pack(spec, Path(work) / style, npm)
+            tarball = npm_pack(spec, Path(work) / style, npm)
             with atomic_folder(root / style) as staging:  # an incomplete folder left by hand is replaced
-                n_images = _extract_style(tarball, style, staging)
+                n_images = extract_png_style(tarball, f"package/img/{style}/{NATIVE_SIZE}/", staging)
             tarball.unlink()
             logger.info("wrote %d %s images to %s", n_images, style, root / style)
+        if extra := [s for s in todo if s in EXTRA_STYLES]:
+            _fetch_extra(root, extra, npm, Path(work))
     return root
 
 
-def emoji_root(cache_dir: str | os.PathLike[str] | None = None) -> Path:
-    """The emoji cache folder, checked to hold both styles; FileNotFoundError naming the install command if not."""
+def emoji_root(cache_dir: str | os.PathLike[str] | None = None, styles: Sequence[str] = STYLES) -> Path:
+    """The emoji cache folder, checked to hold ``styles``; FileNotFoundError naming the install command if not."""
     root = _cache(cache_dir)
-    missing = [style for style in STYLES if not _is_complete(root / style)]
+    missing = [style for style in dict.fromkeys([*STYLES, *styles]) if not _is_complete(root / style)]
     if missing:
         option = "" if cache_dir is None else f" --cache-dir {root}"
         raise FileNotFoundError(
@@ -208,6 +206,21 @@ def emoji_root(cache_dir: str | os.PathLike[str] | None = None) -> Path:
             "(needs npm; `make venv` runs it)"
         )
     return root
+
+
+def split_styles(split: str) -> tuple[str, ...]:
+    """The styles of an emoji split: "train"/"test" -> the base styles, else its "+"-joined style names.
+
+    Raises:
+        ValueError: If the split is neither "train", "test" nor styles of :data:`ALL_STYLES` joined by "+".
+    """
+    styles = STYLES if split in ("train", "test") else tuple(split.split("+"))
+    if not styles or any(s not in ALL_STYLES for s in styles) or len(set(styles)) != len(styles):
+        raise ValueError(
+            f"emoji has no split {split!r}; valid: 'train', 'test', a style of {list(ALL_STYLES)}, or distinct "
+            "styles joined by '+' (e.g. 'twitter+google+openmoji')"
+        )
+    return styles
 
 
 # classes
@@ -361,17 +374,6 @@ def emoji_descriptions(
     return out
 
 
-def read_description_overrides(path: str | os.PathLike[str]) -> dict[str, list[str]]:
-    """Read a YAML/JSON file of class name -> description(s); FileNotFoundError, ValueError or TypeError if bad."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"descriptions file not found: {path}")
-    data = _parse(path.read_text(encoding="utf-8"), path)
-    if not isinstance(data, Mapping):
-        raise ValueError(f"{path}: expected a mapping of class name to descriptions, got {type(data).__name__}")
-    return check_descriptions({k: [v] if isinstance(v, str) else v for k, v in data.items()}, str(path))
-
-
 # images
 
 
@@ -392,6 +394,8 @@ def _read_style(
     images, labels, skipped = [], [], []
     for label, c in enumerate(classes):
         path = folder / c.image
+        if folder.parent.name in EXTRA_STYLES and not path.exists():
+            continue  # an SVG set that lacks this (newer) emoji
         try:
             images.append(read_emoji_image(path, size))
         except _IMAGE_ERRORS as exc:
@@ -416,8 +420,9 @@ def load_emoji(
 
     Args:
         split: "train" and "test" (the same images: Twemoji first, then Noto; the held-out classes of a
-            :class:`~lang2net.data.splits.ClassSplit` are what separates training from evaluation), "twitter" or
-            "google" (one style).
+            :class:`~lang2net.data.splits.ClassSplit` are what separates training from evaluation), one style of
+            :data:`ALL_STYLES`, or several joined by "+" in the order wanted ("twitter+google+openmoji+fluent"). The
+            extra (SVG) styles lack a few newer emoji: those classes have no image in that style.
         root: the emoji cache folder (default: :func:`default_cache_dir`).
         img_size: stored image side (default 64, the files' size; other sizes are resampled, Lanczos when shrinking).
         skip_bad: warn once about and skip unreadable images instead of raising.
@@ -428,16 +433,15 @@ def load_emoji(
         ValueError: If the split, size or descriptions are invalid, or an image is unreadable (without ``skip_bad``).
         FileNotFoundError: If the emoji data, the CLDR files or the descriptions file are missing.
     """
-    if split not in EMOJI_SPLITS:
-        raise ValueError(f"emoji has no split {split!r}; valid: {list(EMOJI_SPLITS)}")
+    styles = split_styles(split)
     size = NATIVE_SIZE if img_size is None else img_size
     check_int("img_size", img_size, optional=True)
-    folder = emoji_root(root)
+    folder = emoji_root(root, styles)
     classes = emoji_classes(folder, cldr)
-    overrides = read_description_overrides(descriptions) if descriptions is not None else None
+    overrides = load_descriptions(descriptions) if descriptions is not None else None
     texts = emoji_descriptions(classes, overrides, source=str(descriptions))
     images, labels, skipped = [], [], []
-    for style in STYLES if split in ("train", "test") else (split,):
+    for style in styles:
         style_images, style_labels, style_skipped = _read_style(folder / style / "img", classes, size, skip_bad)
         images += style_images
         labels += style_labels
@@ -472,6 +476,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m lang2net.data.emoji", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
     fetch = commands.add_parser("fetch", help="download the images and metadata with npm (once)")
+    fetch.add_argument("--styles", nargs="+", default=list(ALL_STYLES), help="styles to fetch (default: all)")
     info = commands.add_parser("info", help="load the dataset; print class count, load time, sample descriptions")
     info.add_argument("--show", type=int, default=3, help="classes whose descriptions are printed")
     for sub in (fetch, info):
@@ -480,10 +485,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
         if args.command == "fetch":
-            print(fetch_emoji(args.cache_dir))
+            print(fetch_emoji(args.cache_dir, args.styles))
         else:
             _info(args.cache_dir, args.show)
-    except (FileNotFoundError, RuntimeError, ValueError) as exc:
+    except (FileNotFoundError, ImportError, RuntimeError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     return 0
