@@ -321,7 +321,7 @@ EMOJI = "adapters/emoji-effnet-lite0"
 
 
 def _emoji_or_skip():
-    from test_emoji_data import _real_data_or_skip
+    from _emoji_fixtures import _real_data_or_skip
 
     _real_data_or_skip()
 

@@ -18,7 +18,7 @@ N_SEEN, N_VALIDATION, N_UNSEEN = 40, 8, 16
 
 @pytest.fixture(scope="module")
 def recipe(tmp_path_factory):
-    from test_emoji_data import _real_data_or_skip
+    from _emoji_fixtures import _real_data_or_skip
 
     _real_data_or_skip()
     base = tmp_path_factory.mktemp("emoji-small")

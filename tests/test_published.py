@@ -56,7 +56,7 @@ def test_the_emoji_cards_photo_check_is_what_its_generator_does(backbone):
     """The card's limits quote a measurement (docs/results/emoji-effnet-lite0/photo_check.py); it must still hold."""
     import importlib.util
 
-    from test_emoji_data import _real_data_or_skip
+    from _emoji_fixtures import _real_data_or_skip
 
     _real_data_or_skip()
     pytest.importorskip("skimage")

@@ -134,10 +134,8 @@ def _fetch_extra(root: Path, styles: Sequence[str], npm: str, work: Path) -> Non
         group = [s for s in styles if EXTRA_STYLES[s].package == package]
         logger.info("downloading %s", package)
         tarball = npm_pack(package, work / package.replace("/", "_"), npm)
-        names = {c.image: (c.emoji_name, c.tts or "", c.name, *c.short_names) for c in classes}
-        targets = {
-            s: {image: svg_keys(s, c.unified, names[image]) for c in classes for image in [c.image]} for s in group
-        }
+        names = [(c.emoji_name, c.tts or "", c.name, *c.short_names) for c in classes]
+        targets = {s: {c.image: svg_keys(s, c.unified, n) for c, n in zip(classes, names, strict=True)} for s in group}
         with contextlib.ExitStack() as stack:
             dests = {s: stack.enter_context(atomic_folder(root / s)) for s in group}
             missing = render_svg_styles(tarball, targets, dests)
