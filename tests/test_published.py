@@ -1,6 +1,8 @@
 """The published generators in adapters/ load unchanged and give the logits they gave when they were published
-(pinned bit for bit in tests/data/pinned_logits.json; ``python -m tests.test_published NAME...`` records them again,
-which only a republished generator may need)."""
+(pinned in tests/data/pinned_logits.json; ``python -m tests.test_published NAME...`` records them again, which only a
+republished generator may need). The pin allows float32 rounding only (RTOL, ATOL): another CPU or library version
+sums in another order (measured: at most 2.4e-6 absolute between two machines), while any change to the weights, the
+text path or the head moves these numbers by orders of magnitude more."""
 
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ import torch
 from lang2net import LanguageConditionedAdapter
 
 ROOT = Path(__file__).resolve().parents[1]
+RTOL, ATOL = 1e-4, 1e-5
 PINNED = json.loads((ROOT / "tests" / "data" / "pinned_logits.json").read_text())
 DESCRIPTIONS = {
     "sandal": "an open summer shoe held by straps",
@@ -44,9 +47,9 @@ def _outputs(name: str, backbone) -> tuple[LanguageConditionedAdapter, object, d
 def test_published_generator_gives_its_pinned_logits(name, backbone):
     adapter, task, out = _outputs(name, backbone)
     logits, merged = out["logits"], out["merged"]
-    assert torch.equal(out["head_bias"], torch.tensor(PINNED[name]["head_bias"], dtype=torch.float32))
-    assert torch.equal(logits, torch.tensor(PINNED[name]["logits"], dtype=logits.dtype))
-    assert torch.equal(merged, torch.tensor(PINNED[name]["merged"], dtype=merged.dtype))
+    for key, value in (("head_bias", out["head_bias"]), ("logits", logits), ("merged", merged)):
+        pinned = torch.tensor(PINNED[name][key], dtype=value.dtype)
+        torch.testing.assert_close(value, pinned, rtol=RTOL, atol=ATOL, msg=lambda m, k=key: f"{name} {k}: {m}")
     # the generator records the input size it was trained at, and its tasks inherit it
     assert adapter.config.preprocessing["input_size"] == [3, 64, 64] == task.preprocessing["input_size"]
     assert tuple(task.merge(backbone).pretrained_cfg["input_size"]) == (3, 64, 64)
