@@ -365,6 +365,55 @@ def test_bad_arguments_are_named(styles, split, adapter, cache):
         BenchmarkOptions(n_boot=0)
 
 
+# fit-only styles
+
+
+def third_style() -> LabeledImages:
+    """The same 16 colour classes drawn as a diamond: a training-only style ("openmoji")."""
+    g = torch.Generator().manual_seed(1)
+    yy, xx = torch.meshgrid(torch.arange(SIZE), torch.arange(SIZE), indexing="ij")
+    mask = (yy - 15.5).abs() + (xx - 15.5).abs() < 13
+    twitter, _ = two_styles()
+    images = torch.full((len(NAMES) * PER_CLASS, SIZE, SIZE, 3), 235.0)
+    for k in range(len(NAMES) * PER_CLASS):
+        images[k][mask] = torch.tensor(COLOURS[NAMES[k // PER_CLASS]], dtype=torch.float)
+    images = (images + 12 * torch.randn(images.shape, generator=g)).clamp(0, 255).to(torch.uint8)
+    return LabeledImages(images, twitter.labels, list(NAMES), twitter.descriptions, "colours")
+
+
+def test_fit_only_styles_join_the_baselines_fits_not_the_tests(styles, split, adapter, cache):
+    """ESZSL refitted by hand on train + validation classes of all three styles gives the reported protocol A."""
+    twitter, google = styles
+    third = third_style()
+    result = run_benchmark(split, twitter, google, adapter, features=cache, img_size=SIZE, conse_top_k=None,
+                           n_boot=50, fit_a={"openmoji": third}, fit_b={"openmoji": third})  # fmt: skip
+    assert result["fit_styles_a"] == ["twitter", "google", "openmoji"]
+    assert result["fit_styles_b"] == ["twitter", "openmoji"]
+    assert result["n_test_a"] == 2 * PER_CLASS * len(UNSEEN)  # the test images stay the two styles'
+    entry = result["protocol_a"]["eszsl"]
+    classes = TRAIN + VALIDATION + UNSEEN
+    emb = class_embeddings(adapter, twitter, classes)
+    feats = {name: direct_features(cache, data) for name, data in (("t", twitter), ("g", google), ("o", third))}
+    data = {"t": twitter, "g": google, "o": third}
+    mean = torch.cat([feats[k][local_order(data[k], TRAIN)[0]] for k in "tgo"]).mean(0)
+    fit = [(feats[k][local_order(data[k], TRAIN + VALIDATION)[0]], local_order(data[k], TRAIN + VALIDATION)[1])
+           for k in "tgo"]  # fmt: skip
+    x = F.normalize(torch.cat([f for f, _ in fit]) - mean, dim=1)
+    v = eszsl_fit(x, torch.cat([y for _, y in fit]), emb, **entry["params"])
+    test = [(feats[k][local_order(data[k], UNSEEN)[0]], local_order(data[k], UNSEEN)[1]) for k in "tg"]
+    scores = eszsl_scores(F.normalize(torch.cat([f for f, _ in test]) - mean, dim=1), v, emb[-len(UNSEEN) :])
+    assert entry["top1"] == pytest.approx(per_class_topk(scores, torch.cat([y for _, y in test]))["top1"], abs=1e-12)
+    text = markdown_report([result], "t")
+    assert "Baselines fitted on twitter+google+openmoji (protocol A) and twitter+openmoji (protocol B)." in text
+    assert "Baselines fitted" not in markdown_report([run_benchmark(split, twitter, google, adapter, features=cache,
+        img_size=SIZE, conse_top_k=None, n_boot=50)], "t")  # fmt: skip
+    with pytest.raises(ValueError, match=r"fit-only styles \['google'\] must differ from the test styles"):
+        run_benchmark(split, twitter, google, adapter, features=cache, img_size=SIZE, fit_a={"google": google})
+    shuffled = LabeledImages(third.images, third.labels, NAMES[::-1], third.descriptions, "colours")
+    with pytest.raises(ValueError, match="the twitter and openmoji data must list the same classes"):
+        run_benchmark(split, twitter, google, adapter, features=cache, img_size=SIZE, fit_b={"openmoji": shuffled})
+
+
 # aggregation and report
 
 

@@ -20,28 +20,20 @@ validation as "unseen", never on test-unseen images; validation classes stay can
 from __future__ import annotations
 
 import contextlib
-import functools
-import hashlib
 import logging
 import os
-import re
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.nn.functional as F
-from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
 from torch import Tensor, nn
 
 from ..adapter import LanguageConditionedAdapter
 from ..backbones import data_config as backbone_data_config
-from ..backbones import pooled_features
 from ..data import ClassSplit, LabeledImages, to_backbone_input
-from ..utils.atomic import write_atomic
 from . import benchmark_report as report
 from .benchmark_report import (
     DEFAULT_GRIDS,
@@ -51,6 +43,7 @@ from .benchmark_report import (
     write_benchmark_report,
 )
 from .evaluation import text_similarity_scorer
+from .feature_cache import FeatureCache
 from .metrics import mcnemar
 from .zsl import center_normalize, devise_fit, devise_scores, eszsl_fit, eszsl_scores, select_by_validation
 
@@ -71,147 +64,8 @@ _FITS: dict[str, tuple[Callable[..., Any], Callable[[Tensor, Any, Tensor], Tenso
     "devise": (devise_fit, devise_scores),
 }
 BASELINES = ("chance", "eszsl", "devise", "conse")
-CACHE_FORMAT = "1"  # bump when the stored features change meaning
 Generators = Mapping[str, str | os.PathLike[str]]
 Parts = list[tuple[str, Tensor]]  # (style, image indices into that style's LabeledImages)
-
-
-# feature cache
-
-
-def _slug(text: str) -> str:
-    """A file-name-safe form of ``text``; a short hash is appended when characters were replaced or cut."""
-    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", text)[:40]
-    return safe if safe == text else f"{safe}-{hashlib.sha256(text.encode()).hexdigest()[:8]}"
-
-
-@dataclass(eq=False)
-class FeatureCache:
-    """Pooled features of one frozen backbone, computed once per dataset split and image size.
-
-    Features are memoised in the instance and, with ``cache_dir``, stored as safetensors files named by (dataset,
-    split, img_size, backbone, weights). A stored file also records a fingerprint of the images, labels and
-    normalisation; a file whose fingerprint differs is recomputed and overwritten.
-
-    Attributes:
-        backbone: the frozen timm model (on the device features are computed on).
-        data_config: timm data config with ``mean`` and ``std``.
-        backbone_name: the timm model name, part of the file key.
-        weights: the weight source, part of the file key.
-        cache_dir: folder of the safetensors files; None keeps features in memory only.
-        batch_size: images per forward pass.
-        computed: image sets run through the backbone so far (not loaded or memoised).
-    """
-
-    backbone: nn.Module = field(repr=False)
-    data_config: dict[str, Any]
-    backbone_name: str
-    weights: str
-    cache_dir: Path | None = None
-    batch_size: int = 256
-    computed: int = field(default=0, init=False)
-    _memo: dict[tuple[str, str, int, str], Tensor] = field(default_factory=dict, init=False, repr=False)
-
-    def __post_init__(self) -> None:
-        if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) or self.batch_size < 1:
-            raise ValueError(f"batch_size must be a positive int, got {self.batch_size!r}")
-        self.data_config = dict(self.data_config)
-        self.cache_dir = Path(self.cache_dir).expanduser() if self.cache_dir is not None else None
-
-    @classmethod
-    def for_adapter(
-        cls,
-        adapter: LanguageConditionedAdapter,
-        *,
-        cache_dir: str | os.PathLike[str] | None = None,
-        batch_size: int = 256,
-        device: str | torch.device | None = None,
-    ) -> FeatureCache:
-        """The cache of ``adapter``'s configured backbone (built here, frozen, on ``device``)."""
-        backbone, config = adapter.create_backbone().to(device or "cpu"), adapter.config
-        names = {"backbone_name": config.backbone, "weights": config.backbone_weights}
-        data_config = backbone_data_config(backbone, config.preprocessing)
-        return cls(backbone, data_config, **names, cache_dir=cache_dir, batch_size=batch_size)
-
-    @property
-    def device(self) -> torch.device:
-        """The backbone's device."""
-        return next(self.backbone.parameters()).device
-
-    def path(self, dataset: str, split: str, img_size: int) -> Path | None:
-        """The safetensors file of these features, or None without ``cache_dir``."""
-        if self.cache_dir is None:
-            return None
-        parts = (_slug(dataset), _slug(split), f"{img_size}px", _slug(self.backbone_name), _slug(self.weights))
-        return self.cache_dir / ("__".join(parts) + ".safetensors")
-
-    @functools.cached_property
-    def weights_digest(self) -> str:
-        """SHA-256 of the backbone's state dict (so that two "random" backbones never share a cache file)."""
-        digest = hashlib.sha256()
-        for name, tensor in self.backbone.state_dict().items():
-            digest.update(name.encode())
-            digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy())
-        return digest.hexdigest()
-
-    def fingerprint(self, data: LabeledImages, img_size: int) -> str:
-        """SHA-256 of the backbone weights, images, labels, image size and normalisation."""
-        digest = hashlib.sha256(self.weights_digest.encode())
-        digest.update(data.images.contiguous().numpy().tobytes())
-        digest.update(data.labels.contiguous().numpy().tobytes())
-        stats = [self.data_config.get("mean"), self.data_config.get("std"), img_size, CACHE_FORMAT]
-        digest.update(repr([list(s) if isinstance(s, (list, tuple)) else s for s in stats]).encode())
-        return digest.hexdigest()
-
-    def features(self, data: LabeledImages, split: str, img_size: int) -> Tensor:
-        """(N, f) float32 CPU pooled features of ``data``'s images resized to ``img_size`` (cached).
-
-        Args:
-            data: the images.
-            split: the split name ("twitter", "google", ...), part of the file key.
-            img_size: backbone input side.
-        """
-        if isinstance(img_size, bool) or not isinstance(img_size, int) or img_size < 1:
-            raise ValueError(f"img_size must be a positive int, got {img_size!r}")
-        fingerprint = self.fingerprint(data, img_size)
-        key = (data.name, split, img_size, fingerprint)
-        if key in self._memo:
-            return self._memo[key]
-        path = self.path(data.name, split, img_size)
-        features = self._load(path, fingerprint, len(data)) if path is not None else None
-        if features is None:
-            features = self._compute(data, img_size)
-            if path is not None:
-                meta = {"fingerprint": fingerprint, "dataset": data.name, "split": split, "img_size": str(img_size)}
-                tensors = {"features": features.contiguous(), "labels": data.labels.contiguous()}
-                write_atomic(path, lambda tmp: save_file(tensors, str(tmp), metadata=meta))
-                logger.info("stored %s features %s in %s", split, tuple(features.shape), path)
-        self._memo[key] = features
-        return features
-
-    def _load(self, path: Path, fingerprint: str, n: int) -> Tensor | None:
-        if not path.is_file():
-            return None
-        try:
-            with safe_open(str(path), framework="pt") as f:
-                stored = (f.metadata() or {}).get("fingerprint")
-                features = f.get_tensor("features") if stored == fingerprint else None
-        except (OSError, SafetensorError) as exc:
-            logger.warning("recomputing features: unreadable cache file %s (%s)", path, exc)
-            return None
-        if features is None or features.ndim != 2 or features.shape[0] != n:
-            logger.info("recomputing features: %s was made from other images or settings", path)
-            return None
-        return features
-
-    def _compute(self, data: LabeledImages, img_size: int) -> Tensor:
-        out = []
-        with torch.no_grad():
-            for images in data.images.split(self.batch_size):
-                x = to_backbone_input(images.to(self.device), self.data_config, img_size)
-                out.append(pooled_features(self.backbone, x).float().cpu())
-        self.computed += 1
-        return torch.cat(out) if out else torch.zeros(0, 0)
 
 
 # one fold's data
@@ -226,10 +80,12 @@ class _Fold:
     n_val: int
     descriptions: dict[str, list[str]]
     emb: Tensor  # (c, e) unit-norm class embeddings, local order
-    styles: tuple[str, str]
-    data: dict[str, LabeledImages]
+    styles: tuple[str, str]  # the test styles
+    data: dict[str, LabeledImages]  # the test styles', then the fit-only styles'
     feats: dict[str, Tensor]  # style -> (N, f)
     labels: dict[str, Tensor]  # style -> (N,) local class index, -1 outside the split
+    fit_a: tuple[str, ...] = ()  # fit-only styles of protocol A's baselines (train and validation classes)
+    fit_b: tuple[str, ...] = ()  # ... and of protocol B's
 
     def rows(self, style: str, lo: int, hi: int) -> Tensor:
         """Indices of ``style``'s images whose local class lies in [lo, hi)."""
@@ -251,12 +107,23 @@ class _Fold:
 
 
 def _build_fold(
-    split: ClassSplit, data: dict[str, LabeledImages], cache: FeatureCache, encoder: Any, img_size: int
+    split: ClassSplit,
+    data: dict[str, LabeledImages],
+    cache: FeatureCache,
+    encoder: Any,
+    img_size: int,
+    fit: tuple[Mapping[str, LabeledImages], Mapping[str, LabeledImages]] = ({}, {}),
 ) -> _Fold:
     styles = tuple(data)
-    first, second = (data[s] for s in styles)
-    if first.class_names != second.class_names:
-        raise ValueError(f"the {styles[0]} and {styles[1]} data must list the same classes in the same order")
+    first = data[styles[0]]
+    shared = {s: d for s, d in fit[0].items() if s in fit[1] and d is not fit[1][s]}
+    if clash := sorted({*fit[0], *fit[1]} & set(styles)) or sorted(shared):
+        raise ValueError(f"fit-only styles {clash} must differ from the test styles {list(styles)} and, named for "
+                         "both protocols, be the same data")  # fmt: skip
+    data = {**data, **fit[0], **fit[1]}
+    for style, other in data.items():
+        if other.class_names != first.class_names:
+            raise ValueError(f"the {styles[0]} and {style} data must list the same classes in the same order")
     names = [*split.train_classes, *split.validation, *split.unseen]
     missing = [c for c in names if c not in set(first.class_names)]
     if missing:
@@ -270,7 +137,7 @@ def _build_fold(
     feats = {s: cache.features(d, s, img_size) for s, d in data.items()}
     labels = {s: local[d.labels] for s, d in data.items()}
     n_train, n_val = len(split.train_classes), len(split.validation)
-    return _Fold(names, n_train, n_val, descriptions, emb, styles, dict(data), feats, labels)
+    return _Fold(names, n_train, n_val, descriptions, emb, styles, data, feats, labels, tuple(fit[0]), tuple(fit[1]))
 
 
 @contextlib.contextmanager
@@ -382,7 +249,8 @@ def _protocol_a(run: _Run, generators: Generators) -> tuple[dict[str, Any], dict
     fold, categories = run.fold, run.options.categories
     offset = fold.n_train + fold.n_val
     unseen, test = fold.names[offset:], fold.parts("unseen")
-    train = (fold.parts("train"), fold.parts("validation"), True)
+    fit = (*fold.styles, *fold.fit_a)
+    train = (fold.parts("train", fit), fold.parts("validation", fit), True)
     scores, params = _method_scores(run, "protocol_a", train, test, unseen, generators)
     labels = fold.gather(test)[1] - offset
     results: dict[str, Any] = {"chance": report.chance_entries(unseen, len(fold.names), categories)[0]}
@@ -401,7 +269,8 @@ def _protocol_b(run: _Run, generators: Generators) -> dict[str, Any]:
     fold = run.fold
     first, second = fold.styles
     test = [(second, fold.rows(second, 0, len(fold.names)))]
-    train = (fold.parts("train", [first]), fold.parts("validation", [first]), False)
+    fit = (first, *fold.fit_b)
+    train = (fold.parts("train", fit), fold.parts("validation", fit), False)
     scores, params = _method_scores(run, "protocol_b", train, test, fold.names, generators)
     labels = fold.gather(test)[1]
     unseen = fold.names[fold.n_train + fold.n_val :]
@@ -419,11 +288,12 @@ def _start(
     features: FeatureCache,
     options: BenchmarkOptions,
     timings: dict[str, float],
+    fit: tuple[Mapping[str, LabeledImages], Mapping[str, LabeledImages]],
 ) -> _Run:
     """The fold's classes, embeddings and features, and the ConSE scorer (None when skipped or impossible)."""
     size = options.img_size or int(features.data_config["input_size"][-1])
     with _timed(timings, "features_and_text"):
-        fold = _build_fold(split, data, features, adapter.text_encoder, size)
+        fold = _build_fold(split, data, features, adapter.text_encoder, size, fit)
     run = _Run(fold, options, size, features.device, adapter.text_encoder, timings)
     classifier = getattr(features.backbone, "get_classifier", lambda: None)()
     if options.conse_top_k and not (isinstance(classifier, nn.Linear) and classifier.out_features == 1000):
@@ -445,6 +315,8 @@ def run_benchmark(
     features: FeatureCache | None = None,
     cache_dir: str | os.PathLike[str] | None = None,
     device: str | torch.device | None = None,
+    fit_a: Mapping[str, LabeledImages] | None = None,
+    fit_b: Mapping[str, LabeledImages] | None = None,
     **options: Any,
 ) -> dict[str, Any]:
     """All methods of one fold under protocols A (ZSL) and B (GZSL across styles); see the module docstring.
@@ -455,6 +327,8 @@ def run_benchmark(
         adapter: gives the text encoder and, without ``features``, the frozen backbone.
         generators_a, generators_b: method name -> generator folder for protocol A / for B (trained on the first
             style only), e.g. ``{"head_only": d1, "full": d2}``; B without generators measures the baselines only.
+        fit_a, fit_b: more styles of the same classes (style -> images) that protocol A's / B's baselines also fit
+            on, never test on: the extra drawings the generators were trained with (e.g. ``{"openmoji": om}``).
         features: a FeatureCache shared across folds; default: one built from ``adapter`` on ``device`` (default
             CUDA when available), storing to ``cache_dir``.
         **options: fields of :class:`BenchmarkOptions` (img_size, batch_size, categories, styles, ...).
@@ -477,7 +351,8 @@ def run_benchmark(
         features = features or FeatureCache.for_adapter(
             adapter, cache_dir=cache_dir, batch_size=opts.batch_size, device=dev
         )
-    run = _start(split, dict(zip(opts.styles, (twitter, google), strict=True)), adapter, features, opts, timings)
+    data = dict(zip(opts.styles, (twitter, google), strict=True))
+    run = _start(split, data, adapter, features, opts, timings, (dict(fit_a or {}), dict(fit_b or {})))
     a, examples = _protocol_a(run, gens_a)
     b = _protocol_b(run, gens_b)
     p = mcnemar(a["full"]["correct"], a["head_only"]["correct"]) if {"full", "head_only"} <= set(a) else None
@@ -486,6 +361,7 @@ def run_benchmark(
     unseen = len(fold.names) - fold.n_train - fold.n_val
     head = {"fold": split.fold, "n_train": fold.n_train, "n_validation": fold.n_val, "n_unseen": unseen}
     setup = {"dataset": twitter.name, "styles": list(opts.styles), "img_size": run.img_size, "n_test_a": n_test}
+    setup |= {"fit_styles_a": [*fold.styles, *fold.fit_a], "fit_styles_b": [fold.styles[0], *fold.fit_b]}
     model = {"backbone": features.backbone_name, "weights": features.weights}
     out = {"protocol_a": a, "protocol_b": b, "mcnemar_full_vs_head_only": p, "examples": examples, "timings": timings}
     return {**head, **setup, **model, **out}

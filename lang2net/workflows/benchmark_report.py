@@ -343,6 +343,15 @@ def _markdown_folds(folds: Sequence[Mapping[str, Any]]) -> list[str]:
     return lines
 
 
+def _fit_note(first: Mapping[str, Any]) -> str:
+    """A sentence naming the baselines' fit styles when they go beyond the test styles (else empty)."""
+    styles = first.get("styles", ["twitter", "google"])
+    fit_a, fit_b = first.get("fit_styles_a", styles), first.get("fit_styles_b", styles[:1])
+    if list(fit_a) == list(styles) and list(fit_b) == list(styles[:1]):
+        return ""
+    return f" Baselines fitted on {'+'.join(fit_a)} (protocol A) and {'+'.join(fit_b)} (protocol B)."
+
+
 def markdown_report(results_per_fold: Sequence[Mapping[str, Any]], title: str) -> str:
     """The benchmark's markdown: protocol A and B tables, per-category, per-fold spread, McNemar and timings."""
     folds = list(results_per_fold)
@@ -354,7 +363,7 @@ def markdown_report(results_per_fold: Sequence[Mapping[str, Any]], title: str) -
         "",
         f"{len(folds)} fold(s) of {first.get('dataset', '?')}, {first.get('backbone', '?')} at "
         f"{first.get('img_size', '?')} px; mean ± std over folds; {first['n_unseen']} unseen classes in fold "
-        f"{first['fold']}. Accuracies are per-class means.",
+        f"{first['fold']}. Accuracies are per-class means.{_fit_note(first)}",
         "",
         *_markdown_a(summary),
         "",
