@@ -130,11 +130,11 @@ def _is_complete(folder: Path) -> bool:
 def _fetch_extra(root: Path, styles: Sequence[str], npm: str, work: Path) -> None:
     """Render the extra (SVG) styles of the base styles' classes, one npm package at a time."""
     classes = emoji_classes(root)
+    names = [(c.emoji_name, c.tts or "", c.name, *c.short_names) for c in classes]
     for package in dict.fromkeys(EXTRA_STYLES[s].package for s in styles):
         group = [s for s in styles if EXTRA_STYLES[s].package == package]
         logger.info("downloading %s", package)
         tarball = npm_pack(package, work / package.replace("/", "_"), npm)
-        names = [(c.emoji_name, c.tts or "", c.name, *c.short_names) for c in classes]
         targets = {s: {c.image: svg_keys(s, c.unified, n) for c, n in zip(classes, names, strict=True)} for s in group}
         with contextlib.ExitStack() as stack:
             dests = {s: stack.enter_context(atomic_folder(root / s)) for s in group}

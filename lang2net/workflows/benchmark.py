@@ -116,10 +116,10 @@ def _build_fold(
 ) -> _Fold:
     styles = tuple(data)
     first = data[styles[0]]
-    shared = {s: d for s, d in fit[0].items() if s in fit[1] and d is not fit[1][s]}
-    if clash := sorted({*fit[0], *fit[1]} & set(styles)) or sorted(shared):
-        raise ValueError(f"fit-only styles {clash} must differ from the test styles {list(styles)} and, named for "
-                         "both protocols, be the same data")  # fmt: skip
+    if clash := sorted({*fit[0], *fit[1]} & set(styles)):
+        raise ValueError(f"fit-only styles {clash} must differ from the test styles {list(styles)}")
+    if differ := sorted(s for s, d in fit[0].items() if s in fit[1] and d is not fit[1][s]):
+        raise ValueError(f"fit-only styles {differ} name different data for protocols A and B")
     data = {**data, **fit[0], **fit[1]}
     for style, other in data.items():
         if other.class_names != first.class_names:
