@@ -142,3 +142,14 @@ def test_real_extra_styles():
         assert counts.max() == 1 and counts.sum() >= least, style
         # a rendered icon is a drawing on white, not a blank or a solid square
         assert data.images[:, 0, 0].float().mean() > 250 and data.images.float().std() > 40
+
+
+def test_a_name_key_goes_to_the_emoji_that_lists_it_first():
+    """'cat' is the cat's own name and the cat face's short name: the cat gets it; a name two emoji list at the same
+    place (both apples' CLDR name) goes to neither."""
+    from lang2net.data.emoji_styles import _key_owners
+
+    targets = {"cat.png": ["cat", "cat2"], "face.png": ["catface", "cat"], "a.png": ["apple", "redapple"]}
+    targets["b.png"] = ["apple", "greenapple"]
+    owners = {"cat": "cat.png", "cat2": "cat.png", "catface": "face.png", "redapple": "a.png", "greenapple": "b.png"}
+    assert _key_owners(targets) == owners

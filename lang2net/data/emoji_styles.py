@@ -20,7 +20,6 @@ import json
 import re
 import subprocess
 import tarfile
-from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from importlib import metadata
@@ -142,6 +141,20 @@ def renderer_version() -> str:
     return metadata.version("resvg-py")
 
 
+def _key_owners(targets: Mapping[str, Sequence[str]]) -> dict[str, str]:
+    """key -> the target it names: the target that lists it earliest (its own name beats another's short name); a
+    key that two targets list at the same place (a CLDR name two emoji share) names neither."""
+    owners: dict[str, tuple[int, str | None]] = {}
+    for name, keys in targets.items():
+        for rank, key in enumerate(dict.fromkeys(keys)):
+            best = owners.get(key)
+            if best is None or rank < best[0]:
+                owners[key] = (rank, name)
+            elif rank == best[0]:
+                owners[key] = (rank, None)
+    return {key: name for key, (_, name) in owners.items() if name is not None}
+
+
 def render_svg_styles(
     tarball: Path,
     targets: Mapping[str, Mapping[str, Sequence[str]]],
@@ -164,10 +177,7 @@ def render_svg_styles(
         ValueError: If a style's SVG folder is absent from the tarball, or an SVG cannot be rendered.
     """
     version = renderer_version()
-    wanted = {}  # style -> the keys that name one target only: a name two emoji share (a CLDR name) picks neither
-    for style in dests:
-        counts = Counter(key for keys in targets[style].values() for key in dict.fromkeys(keys))
-        wanted[style] = {key for key, n in counts.items() if n == 1}
+    wanted = {style: _key_owners(targets[style]) for style in dests}  # style -> key -> the one target it names
     svgs: dict[str, dict[str, bytes]] = {style: {} for style in dests}  # style -> key -> SVG text
     with tarfile.open(tarball, "r:gz") as tar:
         for member in tar:
@@ -186,7 +196,7 @@ def render_svg_styles(
         (dest / "img").mkdir(parents=True, exist_ok=True)
         missing[style] = []
         for name, keys in targets[style].items():
-            key = next((k for k in keys if k in svgs[style] and k in wanted[style]), None)
+            key = next((k for k in keys if k in svgs[style] and wanted[style].get(k) == name), None)
             if key is None:
                 missing[style].append(name)
                 continue
