@@ -177,7 +177,14 @@ class TaskGenerator(nn.Module):
         if not config.resolved:
             raise ValueError("TaskGenerator needs a resolved config (text_dim, feature_dim, target_specs)")
         self.set_encoder = SetEncoder(config.text_dim, config.d_model, config.n_layers, config.n_heads, config.dropout)
-        self.head = HeadGenerator(config.d_model, config.feature_dim, feature_norm=config.feature_norm)
+        self.head = HeadGenerator(
+            config.d_model,
+            config.feature_dim,
+            feature_norm=config.feature_norm,
+            memory=config.memory,
+            text_dim=config.text_dim,
+            memory_size=config.memory_size,
+        )
         self.deltas = (
             None
             if config.delta_mode == "none"
@@ -189,6 +196,6 @@ class TaskGenerator(nn.Module):
         if mask is None:
             mask = torch.ones(embeddings.shape[:2], dtype=torch.bool, device=embeddings.device)
         codes, task = self.set_encoder(embeddings, mask)
-        weight, bias = self.head(codes)
+        weight, bias = self.head(codes, embeddings)
         deltas = {} if self.deltas is None else self.deltas(codes, task, mask)
         return deltas, weight, bias

@@ -29,20 +29,47 @@ class HeadGenerator(nn.Module):
     reason. Both are folded into the emitted head (``W / sigma`` and ``b - W @ mu / sigma``), so it is still one exact
     ``nn.Linear`` on the backbone's raw pooled features.
 
+    With a memory (``memory=True``, :meth:`set_memory`; needs ``feature_norm="center"``) the head also draws on what
+    the training classes look like: M prototypes (each training class's mean unit centred feature direction under the
+    frozen backbone) keyed by the classes' text embeddings. A class's weight direction is its generated one plus
+    ``gate`` times its recall, the prototypes averaged with attention ``softmax(beta * cos(e, key))`` over the memory
+    and re-normalised. A class never recalls an entry whose key equals its own embedding (cosine >= 1 - 1e-4): a
+    described class is always written from its words and other classes' looks. ``gate`` and ``beta`` are not
+    trained by gradient (on its own training classes a generated head fits perfectly and would learn to ignore the
+    memory); they are chosen on validation classes after training (:meth:`set_memory_mix`; ``gate`` 0, no recall,
+    until then). The emitted head is still one exact linear layer.
+
     Args:
         d_model: width of the class codes.
         feature_dim: width of the backbone's pooled features (timm ``num_features`` / ``head_hidden_size``).
         init_scale: initial norm of each generated weight vector (the logit temperature, learned); default 1 on raw
             features (logits at the scale of the pooled features), 10 on centred ones (about unit norm).
         feature_norm: "none" (raw pooled features) or "center".
+        memory: give the head a memory of training-class prototypes (filled by :meth:`set_memory`).
+        text_dim: width of the class embeddings (the memory's keys); needed with ``memory``.
+        memory_size: prototypes the memory holds when built (a saved generator's; 0 until :meth:`set_memory`).
     """
 
     def __init__(
-        self, d_model: int, feature_dim: int, init_scale: float | None = None, feature_norm: str = "none"
+        self,
+        d_model: int,
+        feature_dim: int,
+        init_scale: float | None = None,
+        feature_norm: str = "none",
+        *,
+        memory: bool = False,
+        text_dim: int | None = None,
+        memory_size: int = 0,
     ) -> None:
         super().__init__()
         if feature_norm not in FEATURE_NORMS:
             raise ValueError(f"feature_norm must be one of {FEATURE_NORMS}, got {feature_norm!r}")
+        if memory and (feature_norm != "center" or text_dim is None):
+            raise ValueError(
+                "a head memory needs feature_norm='center' (prototypes live in the centred space) and text_dim, got "
+                f"feature_norm={feature_norm!r}, text_dim={text_dim!r}"
+            )
+        self.memory = memory
         self.feature_norm = feature_norm
         if init_scale is None:
             init_scale = 10.0 if feature_norm == "center" else 1.0
@@ -56,6 +83,16 @@ class HeadGenerator(nn.Module):
         if feature_norm == "center":  # identity until set_feature_statistics: mean 0, scale 1
             self.register_buffer("feature_mean", torch.zeros(feature_dim))
             self.register_buffer("feature_scale", torch.ones(()))
+        if memory:
+            self.register_buffer("memory_keys", torch.zeros(memory_size, text_dim or 0))  # (m, e) unit text embeddings
+            self.register_buffer("memory_values", torch.zeros(memory_size, feature_dim))  # (m, f) unit prototypes
+            self.register_buffer("memory_gate", torch.zeros(()))  # weight of the recall in the class direction
+            self.register_buffer("memory_beta", torch.tensor(10.0))  # attention sharpness over the memory
+
+    @property
+    def memory_size(self) -> int:
+        """Prototypes in the memory (0: none)."""
+        return int(self.memory_keys.shape[0]) if self.memory else 0
 
     @torch.no_grad()
     def set_feature_statistics(self, features: Tensor) -> None:
@@ -73,9 +110,62 @@ class HeadGenerator(nn.Module):
         self.feature_mean.copy_(mean.to(self.feature_mean))
         self.feature_scale.copy_(scale.to(self.feature_scale))
 
-    def forward(self, codes: Tensor) -> tuple[Tensor, Tensor]:
-        """codes (t, c, d) -> weight (t, c, f), bias (t, c): the head on raw pooled features."""
-        weight = F.normalize(self.weight_mlp(codes), dim=-1) * self.log_scale.exp()  # (t, c, f)
+    @torch.no_grad()
+    def set_memory(self, keys: Tensor, features: Tensor, labels: Tensor) -> None:
+        """Hold one prototype per key: ``keys`` (m, e) class embeddings, ``features`` (n, f) pooled features of their
+        images under the frozen backbone, ``labels`` (n,) each image's row in ``keys``. Call after
+        :meth:`set_feature_statistics`: prototypes live in the centred space the head scores."""
+        if not self.memory:
+            raise ValueError("this head has no memory (AdapterConfig.memory=False)")
+        m, width = len(keys), self.feature_mean.shape[0]
+        if keys.ndim != 2 or m < 2 or keys.shape[1] != self.memory_keys.shape[1]:
+            raise ValueError(
+                f"memory keys must be (m >= 2, {self.memory_keys.shape[1]}) class embeddings, got {tuple(keys.shape)}"
+            )
+        if features.ndim != 2 or features.shape[1] != width or labels.shape != features.shape[:1]:
+            raise ValueError(
+                f"memory features must be (n, {width}) with labels (n,), got {tuple(features.shape)} and "
+                f"{tuple(labels.shape)}"
+            )
+        counts = torch.bincount(labels, minlength=m)
+        if labels.min() < 0 or len(counts) != m or bool((counts == 0).any()):
+            missing = torch.nonzero(counts[:m] == 0).flatten().tolist()[:5] if len(counts) >= m else "some"
+            raise ValueError(f"every memory key needs images with labels in [0, {m}); rows without any: {missing}")
+        x = (features.detach().double() - self.feature_mean.double()) / self.feature_scale.double()
+        sums = torch.zeros(m, width, dtype=x.dtype).index_add_(0, labels, F.normalize(x, dim=1))
+        device = self.feature_mean.device
+        self.memory_keys = F.normalize(keys.detach().float(), dim=1).to(device)
+        self.memory_values = F.normalize(sums, dim=1).float().to(device)
+
+    @torch.no_grad()
+    def set_memory_mix(self, gate: float, beta: float) -> None:
+        """How much of the recall enters each class direction (``gate`` >= 0; 0: none) and how sharply it attends
+        (``beta`` > 0)."""
+        if not self.memory:
+            raise ValueError("this head has no memory (AdapterConfig.memory=False)")
+        if not (math.isfinite(gate) and gate >= 0 and math.isfinite(beta) and beta > 0):
+            raise ValueError(f"memory mix needs a finite gate >= 0 and beta > 0, got gate={gate!r}, beta={beta!r}")
+        self.memory_gate.fill_(gate)
+        self.memory_beta.fill_(beta)
+
+    def recall(self, embeddings: Tensor) -> Tensor:
+        """embeddings (t, c, e) -> (t, c, f): each class's attention-weighted memory prototypes, re-normalised; the
+        entries whose key equals the class's embedding are left out."""
+        keys = self.memory_keys.to(embeddings.dtype)
+        sim = F.normalize(embeddings, dim=-1) @ keys.T  # (t, c, m)
+        logits = (sim * self.memory_beta.to(sim)).masked_fill(sim >= 1 - 1e-4, float("-inf"))
+        return F.normalize(torch.softmax(logits, dim=-1) @ self.memory_values.to(sim), dim=-1)
+
+    def forward(self, codes: Tensor, embeddings: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """codes (t, c, d) [embeddings (t, c, e)] -> weight (t, c, f), bias (t, c): the head on raw pooled features.
+        A head whose memory is in use needs the class embeddings."""
+        direction = F.normalize(self.weight_mlp(codes), dim=-1)  # (t, c, f)
+        if self.memory_size and float(self.memory_gate) > 0:
+            if embeddings is None:
+                raise ValueError("this head recalls training-class prototypes by text: pass the class embeddings")
+            recalled = self.recall(embeddings.to(direction.dtype))
+            direction = F.normalize(direction + self.memory_gate.to(direction) * recalled, dim=-1)
+        weight = direction * self.log_scale.exp()
         bias = self.bias_head(codes).squeeze(-1)  # (t, c)
         if self.feature_norm == "center":
             weight = weight / self.feature_scale.to(weight)

@@ -108,7 +108,9 @@ def _add_reproduce(sub) -> None:
     p.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE", help=SET_HELP)
     p.add_argument("--runs", help="runs folder (default runs/<recipe name>)")
     p.add_argument("--folds", type=int, nargs="*", help="folds (default: recipe eval.folds, else all)")
-    p.add_argument("--publish", help="write the fold-0 full generator with its results here (e.g. adapters/<name>)")
+    p.add_argument(
+        "--publish", help="write the first fold's eval.publish generator (default full) with its results here"
+    )
     p.set_defaults(func=_run_reproduce)
 
 
@@ -125,11 +127,12 @@ def _run_reproduce(args) -> int:
         payload = reproduce_benchmark(recipe, runs, folds, progress=sys.stderr.isatty())
         print((Path(payload["report"]) / "results.md").read_text())
         if args.publish:
-            publish_benchmark(
-                recipe, runs / f"fold{folds[0]}" / "full" / "generator", payload, Path(args.publish), args.config
-            )
+            generator = runs / f"fold{folds[0]}" / recipe.eval.publish / "generator"
+            publish_benchmark(recipe, generator, payload, Path(args.publish), args.config)
             print(f"published to {args.publish}")
         return 0
+    if args.publish and recipe.eval.publish != "full":
+        raise SystemExit(f"eval.publish={recipe.eval.publish!r}: this dataset's reproduce publishes its full generator")
     for fold in folds:
         for method, head_only in (("full", False), ("head_only", True)):
             train(recipe, runs / f"fold{fold}" / method, fold=fold, head_only=head_only)

@@ -30,6 +30,7 @@ __all__ = [
 ]
 
 _CENTRED = {"center": " (scored centred and rescaled by training-image statistics folded into W and b)"}  # feature_norm
+_MEMORY = "; each class's vector also recalls {} training classes' mean features by text similarity"  # memory
 
 CARD_KEYS = ("intended_use", "example", "limits", "credits")  # a recipe's `card:` section
 ABOUT_KEYS = ("held_out", "results_table")  # what a publisher adds from its measured run
@@ -305,6 +306,8 @@ def generator_card(
     results_text = about.get("results_table") or _results_section(results)
     specs = config.target_specs or []
     roles = sorted({s.role for s in specs})
+    writes = (f"rank-{config.rank} low-rank weight deltas for {len(specs)} layers of the backbone and a" if specs
+              else "no backbone deltas (a head-only generator), a") + " linear head with one weight vector per class"  # fmt: skip
     base_models = [m for m in (backbone_base_model(config.backbone, config.backbone_weights),
                                text_base_model(config.text_encoder)) if m]  # fmt: skip
     layers = "\n".join(
@@ -315,8 +318,7 @@ def generator_card(
 # {_title(name)}
 
 A lang2net generator for the timm backbone `{config.backbone}`. Give it natural-language descriptions of your classes
-and it writes a classifier for them, with no image of those classes: rank-{config.rank} low-rank weight deltas for
-{len(specs)} layers of the backbone and a linear head with one weight vector per class (N3, "Language to Network:
+and it writes a classifier for them, with no image of those classes: {writes} (N3, "Language to Network:
 Conditional Parameter Adaptation with Natural Language Descriptions", ACL 2020).
 
 {purpose}
@@ -347,7 +349,7 @@ print(predictions.labels, predictions.top(2))
 | text encoder | `{config.text_encoder}`, {config.text_dim}-d embeddings (frozen, referenced by name) |
 | targets | {len(specs)} layers ({", ".join(roles) or "none"}) |
 | delta mode, rank | `{config.delta_mode}`, {config.rank} |
-| head | one {config.feature_dim}-d weight vector and a bias per class, on the backbone's pooled features{_CENTRED.get(config.feature_norm, "")} |
+| head | one {config.feature_dim}-d weight vector and a bias per class, on the backbone's pooled features{_CENTRED.get(config.feature_norm, "")}{_MEMORY.format(config.memory_size) if config.memory else ""} |
 | generator | {n_params:,} parameters in `model.safetensors`; `config.json` is its versioned config ({config.version}) |
 
 <details><summary>Adapted layers</summary>

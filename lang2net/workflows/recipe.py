@@ -147,9 +147,12 @@ class EvalConfig:
     gzsl_generators: dict[str, list[int] | None] | None = None  # protocol B, trained on gzsl_train_split
     gzsl_train_split: str = "twitter"
     baseline_img_sizes: list[int] = field(default_factory=list)  # extra sizes measured for the baselines only
+    publish: str = "full"  # the method whose first-fold generator ``reproduce --publish`` writes
 
     def __post_init__(self) -> None:
         _positive("eval", batch_size=self.batch_size, text_similarity_top_k=self.text_similarity_top_k)
+        if self.publish not in METHODS:
+            raise ValueError(f"eval.publish: unknown method {self.publish!r}; valid: {list(METHODS)}")
         for size in self.baseline_img_sizes:
             _positive("eval", baseline_img_sizes=size)
         for key in ("generators", "gzsl_generators"):

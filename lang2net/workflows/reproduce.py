@@ -235,7 +235,8 @@ def publish_benchmark(
     destination: str | os.PathLike[str],
     recipe_path: str | os.PathLike[str],
 ) -> Path:
-    """Save a fold's ``full`` generator as a Hub-ready folder whose card carries that fold's measured table.
+    """Save a fold's generator (the recipe's ``eval.publish`` method) as a Hub-ready folder whose card carries that
+    fold's measured table.
 
     The card's model-index holds this model's own results only (protocol A top-1 and top-5 on the fold's unseen
     classes); every baseline goes in the card body's table, which is the fold's benchmark markdown. The held-out
@@ -248,8 +249,9 @@ def publish_benchmark(
     adapter = LanguageConditionedAdapter.from_pretrained(os.fspath(generator_dir))
     fold_no = next((int(p.name[4:]) for p in Path(generator_dir).parents if p.name.startswith("fold")), None)
     fold = next((f for f in payload["folds"] if f["fold"] == fold_no), None)
-    if fold is None or "full" not in fold["protocol_a"]:
-        raise ValueError(f"no protocol A result of 'full' for the fold of {generator_dir} in the report")
+    method = recipe.eval.publish
+    if fold is None or method not in fold["protocol_a"]:
+        raise ValueError(f"no protocol A result of {method!r} for the fold of {generator_dir} in the report")
     split = load_split(recipe, fold_no)
     n = fold["n_unseen"]
     dataset = {
@@ -257,7 +259,7 @@ def publish_benchmark(
         "name": f"{recipe.data.dataset} (fold {fold_no}, {n} unseen classes)",
         "split": "test (unseen classes)",
     }
-    a = fold["protocol_a"]["full"]
+    a = fold["protocol_a"][method]
     metrics = {
         "task_type": "zero-shot-image-classification",
         "dataset": dataset,

@@ -20,6 +20,7 @@ from torch import Tensor
 from ..adapter import LanguageConditionedAdapter
 from ..utils.atomic import atomic_folder
 from .feature_bank import FeatureBank
+from .head_memory import calibrate_memory, fill_memory
 from .recipe import Recipe
 
 __all__ = ["EpisodeData", "TrainResult", "TrainingDiverged", "prepare_episode_data", "train"]
@@ -194,8 +195,19 @@ class _Run:
                 seed=cfg.seed,
                 device=self.accelerator.device,
             )
+        if adapter_cfg.memory and not self.data.validation:
+            raise ValueError(
+                "adapter.memory chooses how much the head recalls on validation classes, but this fold has none; "
+                "use a class split with validation classes or adapter.memory=false"
+            )
         if adapter_cfg.feature_norm == "center":
-            self.adapter.generator.head.set_feature_statistics(self.seen_features())
+            features = self.seen_features()
+            self.adapter.generator.head.set_feature_statistics(features)
+            if adapter_cfg.memory:  # filled now, mixed in after training: the head trains on its own
+                seen = self.data.seen
+                labels = self.data.labels[torch.isin(self.data.labels, torch.tensor(seen))]  # seen_features' order
+                memory = fill_memory(self.adapter.generator.head, self.prototypes(seen), features, labels, seen)
+                self.adapter.config.memory_size = memory
         self.adapter.attach(self.backbone)
         rank = self.accelerator.process_index
         self.sampler = EpisodeSampler(
@@ -458,6 +470,10 @@ def train(
             chosen = json.loads((best / "best.json").read_text())
             model.load_state_dict(load_file(best / "generator.safetensors", device=str(acc.device)), strict=True)
             logger.info("saving the step-%d generator (validation top-1 %.3f)", chosen["step"], chosen["val_top1"])
+        if model.config.memory:
+            mix = calibrate_memory(model.generator.head, run.validation_top1)
+            with open(log_path, "a", encoding="utf-8") as f:
+                f.write(json.dumps(mix) + "\n")
         model.save_pretrained(final)  # atomic: written aside, then renamed
     acc.wait_for_everyone()
     return TrainResult(final if done else None, acc.unwrap_model(run.model), run.step)
