@@ -36,14 +36,15 @@ from lang2net.workflows.zsl import (
 FITS = {"eszsl": (eszsl_fit, eszsl_scores), "devise": (devise_fit, devise_scores)}
 
 
-def fold_scores(feats, data, encoder, fold: int, fit_styles) -> dict[str, float]:
-    """Per-class mean top-1 (%) of each closed-form method on one fold's unseen classes."""
+def fold_scores(feats, data, encoder, fold: int, fit_styles, descriptions=None) -> dict[str, float]:
+    """Per-class mean top-1 (%) of each closed-form method on one fold's unseen classes (``descriptions``: class ->
+    texts replacing the dataset's)."""
     split = class_splits("emoji")[fold]
     names = data[STYLES[0]].class_names
     order = [*split.train_classes, *split.validation, *split.unseen]
     local = torch.full((len(names),), -1)
     local[torch.tensor([names.index(c) for c in order])] = torch.arange(len(order))
-    texts = {c: data[STYLES[0]].descriptions[c] for c in order}
+    texts = {c: (descriptions or data[STYLES[0]].descriptions)[c] for c in order}
     emb = F.normalize(encoder.encode_classes(texts).float(), dim=1)
     t, v = len(split.train_classes), len(split.train_classes) + len(split.validation)
 
