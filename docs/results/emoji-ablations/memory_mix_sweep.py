@@ -1,0 +1,67 @@
+"""How much the head memory's mix choice matters: every (gate, beta) of the grid that training chooses from, scored on
+the validation classes (what the choice sees) and on the unseen classes (what it is for), per fold, for the generators
+of a reproduce run of the published recipe:
+
+    lang2net reproduce --config hub_configs/emoji-effnet-lite0.yaml --folds 0 1 2 --runs runs/emoji-effnet-lite0
+    python docs/results/emoji-ablations/memory_mix_sweep.py runs/emoji-effnet-lite0
+
+Protocol A accuracy (per-class mean top-1 %, both base styles) with the run's cached 224 px features. Output:
+memory_mix_sweep.txt. Reading the test column to pick a mix would be tuning on the test classes: this is a
+diagnostic of the selection, not a result.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import torch
+
+from lang2net.adapter import LanguageConditionedAdapter
+from lang2net.data import class_splits, load_dataset
+from lang2net.data.emoji import STYLES
+from lang2net.workflows.benchmark import FeatureCache
+from lang2net.workflows.head_memory import MEMORY_BETAS, MEMORY_GATES
+
+
+def main(run: str, size: int = 224) -> None:
+    torch.set_num_threads(2)
+    data = {s: load_dataset("emoji", s, img_size=size) for s in STYLES}
+    names = data[STYLES[0]].class_names
+    labels = torch.cat([d.labels for d in data.values()])
+    for fold in (0, 1, 2):
+        generator = LanguageConditionedAdapter.from_pretrained(f"{run}/fold{fold}/head_only/generator")
+        cache = FeatureCache.for_adapter(generator, cache_dir=f"{run}/features", batch_size=64)
+        feats = torch.cat([cache.features(d, s, size) for s, d in data.items()])
+        split = class_splits("emoji")[fold]
+        head = generator.generator.head
+        chosen = (head.memory_gate.item(), head.memory_beta.item())
+
+        def top1(classes) -> float:
+            index = torch.tensor([names.index(c) for c in classes])
+            position = torch.full((len(names),), -1)
+            position[index] = torch.arange(len(index))
+            keep = position[labels] >= 0
+            y = position[labels[keep]]
+            task = generator.generate({c: data[STYLES[0]].descriptions[c] for c in classes})
+            pred = (feats[keep] @ task.head_weight.T + task.head_bias).argmax(1)
+            return 100 * torch.stack([(pred[y == c] == c).float().mean() for c in range(len(index))]).mean().item()
+
+        rows = []
+        for beta in MEMORY_BETAS:
+            for gate in MEMORY_GATES:
+                if gate or beta == MEMORY_BETAS[0]:
+                    head.set_memory_mix(gate, beta)
+                    rows.append((gate, beta, top1(split.validation), top1(split.unseen)))
+        best = max(rows, key=lambda r: r[3])
+        at = next(r for r in rows if r[:2] == chosen)
+        print(
+            f"fold {fold}: chosen gate {chosen[0]:g} beta {chosen[1]:g}: validation {at[2]:.1f}, unseen {at[3]:.1f}; "
+            f"best unseen {best[3]:.1f} at gate {best[0]:g} beta {best[1]:g}",
+            flush=True,
+        )
+        for gate, beta, val, test in rows:
+            print(f"  gate {gate:<4g} beta {beta:<3g} validation {val:5.1f} unseen {test:5.1f}", flush=True)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])
