@@ -127,10 +127,11 @@ class HeadGenerator(nn.Module):
                 f"memory features must be (n, {width}) with labels (n,), got {tuple(features.shape)} and "
                 f"{tuple(labels.shape)}"
             )
-        counts = torch.bincount(labels, minlength=m)
-        if labels.min() < 0 or len(counts) != m or bool((counts == 0).any()):
-            missing = torch.nonzero(counts[:m] == 0).flatten().tolist()[:5] if len(counts) >= m else "some"
-            raise ValueError(f"every memory key needs images with labels in [0, {m}); rows without any: {missing}")
+        if labels.min() < 0 or labels.max() >= m:
+            raise ValueError(f"memory labels must be rows of the keys, in [0, {m}), got {labels.min()}..{labels.max()}")
+        missing = torch.nonzero(torch.bincount(labels, minlength=m) == 0).flatten().tolist()
+        if missing:
+            raise ValueError(f"every memory key needs images; rows without any: {missing[:5]}")
         x = (features.detach().double() - self.feature_mean.double()) / self.feature_scale.double()
         sums = torch.zeros(m, width, dtype=x.dtype).index_add_(0, labels, F.normalize(x, dim=1))
         device = self.feature_mean.device

@@ -58,7 +58,9 @@ def test_head_memory_generator_beats_chance_on_unseen_emoji(recipe, tmp_path):
     """A head-only generator with a head memory (AdapterConfig.memory), its mix chosen on the validation classes."""
     adapter = dataclasses.replace(recipe.adapter, feature_norm="center", memory=True, delta_mode="none")
     train_cfg = dataclasses.replace(recipe.train, augment=0.0, feature_views=1)
-    result = train(dataclasses.replace(recipe, adapter=adapter, train=train_cfg), tmp_path / "m", head_only=True)
+    result = train(
+        dataclasses.replace(recipe, adapter=adapter, train=train_cfg), tmp_path / "m", head_only=True, progress=False
+    )
     mix = json.loads((tmp_path / "m" / "metrics.jsonl").read_text().splitlines()[-1])
     assert result.adapter.config.memory_size == N_SEEN - N_VALIDATION
     fold = evaluate_fold(recipe, 0, {"head_only": result.generator_dir})
