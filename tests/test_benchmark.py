@@ -414,6 +414,33 @@ def test_fit_only_styles_join_the_baselines_fits_not_the_tests(styles, split, ad
         run_benchmark(split, twitter, google, adapter, features=cache, img_size=SIZE, fit_b={"openmoji": shuffled})
 
 
+def test_zsl_across_styles_fits_on_the_first_and_tests_on_the_second(styles, split, adapter, cache):
+    """A train/test-split dataset: protocol A's ESZSL refitted by hand on the first style's train + validation
+    classes and scored on the second style's unseen images gives the reported numbers; protocol B is unchanged."""
+    twitter, google = styles
+    result = run_benchmark(split, twitter, google, adapter, features=cache, img_size=SIZE, conse_top_k=None,
+                           n_boot=50, styles=("train", "test"), zsl_across_styles=True)  # fmt: skip
+    assert (result["fit_styles_a"], result["test_styles_a"]) == (["train"], ["test"])
+    assert result["n_test_a"] == PER_CLASS * len(UNSEEN)
+    entry = result["protocol_a"]["eszsl"]
+    classes = TRAIN + VALIDATION + UNSEEN
+    emb = class_embeddings(adapter, twitter, classes)
+    ft, fg = direct_features(cache, twitter), direct_features(cache, google)
+    mean = ft[local_order(twitter, TRAIN)[0]].mean(0)
+    index, labels = local_order(twitter, TRAIN + VALIDATION)
+    v = eszsl_fit(F.normalize(ft[index] - mean, dim=1), labels, emb, **entry["params"])
+    index, labels = local_order(google, UNSEEN)
+    scores = eszsl_scores(F.normalize(fg[index] - mean, dim=1), v, emb[-len(UNSEEN) :])
+    assert entry["top1"] == pytest.approx(per_class_topk(scores, labels)["top1"], abs=1e-12)
+    both = run_benchmark(split, twitter, google, adapter, features=cache, img_size=SIZE, conse_top_k=None, n_boot=50,
+                         styles=("train", "test"))  # fmt: skip
+    assert both["n_test_a"] == 2 * PER_CLASS * len(UNSEEN) and both["protocol_a"] != result["protocol_a"]
+    assert both["protocol_b"]["eszsl"]["h_cal"] == result["protocol_b"]["eszsl"]["h_cal"]
+    text = markdown_report([result], "t")
+    assert "## Protocol A: zero-shot, unseen classes only (test images)" in text
+    assert "Baselines fitted on train (protocol A) and train (protocol B)." in text
+
+
 # aggregation and report
 
 

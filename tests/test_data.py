@@ -291,7 +291,9 @@ def test_kfold_splits(name):
     for s in splits:
         assert (len(s.seen), len(s.unseen)) == (8, 2)
         assert not set(s.seen) & set(s.unseen) and set(s.seen) | set(s.unseen) == classes
+        assert s.validation == splits[(s.fold + 1) % 5].unseen and len(s.train_classes) == 6  # next fold's unseen
     assert Counter(c for s in splits for c in s.unseen) == dict.fromkeys(classes, 1)
+    assert Counter(c for s in splits for c in s.validation) == dict.fromkeys(classes, 1)
 
 
 @pytest.mark.parametrize("name", ["fashion_mnist", "digits", "shapes"])
@@ -303,8 +305,9 @@ def test_shapes_split_holds_out_combinations(shapes):
     (split,) = class_splits("shapes")
     assert set(split.seen) | set(split.unseen) == set(shapes.class_names)
     assert len(split.unseen) == round(0.2 * len(shapes.class_names))
-    seen_attrs = [shapes.attributes(c) for c in split.seen]
-    for name in split.unseen:
+    assert len(split.validation) == round(0.1 * len(split.seen)) and set(split.validation) < set(split.seen)
+    seen_attrs = [shapes.attributes(c) for c in split.train_classes]  # what a generator is trained on
+    for name in (*split.unseen, *split.validation):
         attrs = shapes.attributes(name)
         for key, value in attrs.items():
             assert any(a[key] == value for a in seen_attrs), (name, key)

@@ -101,7 +101,7 @@ def evaluate_runs(recipe, runs: Path, folds: Sequence[int] | None, output: Path 
 def _add_reproduce(sub) -> None:
     p = sub.add_parser(
         "reproduce",
-        help="train full and head-only generators on every fold, evaluate, publish",
+        help="train the recipe's generators on every fold, benchmark them against the baselines, publish",
         epilog="example: lang2net reproduce --config hub_configs/fashion-mnist-effnet-lite0.yaml",
     )
     p.add_argument("--config", required=True, help="recipe YAML")
@@ -115,47 +115,16 @@ def _add_reproduce(sub) -> None:
 
 
 def _run_reproduce(args) -> int:
-    from ..data import class_splits
-    from ..workflows.training import train
+    from ..workflows.reproduce import publish_benchmark, reproduce_benchmark
+    from ..workflows.training import count_folds
 
     recipe = _recipe(args)
     runs = Path(args.runs or Path("runs") / recipe.name)
-    folds = args.folds or recipe.eval.folds or list(range(len(class_splits(recipe.data.dataset))))
-    if recipe.data.dataset == "emoji":  # two styles: protocols A and B, classic baselines, several methods
-        from ..workflows.reproduce import publish_benchmark, reproduce_benchmark
-
-        payload = reproduce_benchmark(recipe, runs, folds, progress=sys.stderr.isatty())
-        print((Path(payload["report"]) / "results.md").read_text())
-        if args.publish:
-            generator = runs / f"fold{folds[0]}" / recipe.eval.publish / "generator"
-            publish_benchmark(recipe, generator, payload, Path(args.publish), args.config)
-            print(f"published to {args.publish}")
-        return 0
-    if args.publish and recipe.eval.publish != "full":
-        raise SystemExit(f"eval.publish={recipe.eval.publish!r}: this dataset's reproduce publishes its full generator")
-    for fold in folds:
-        for method, head_only in (("full", False), ("head_only", True)):
-            train(recipe, runs / f"fold{fold}" / method, fold=fold, head_only=head_only)
-    payload = evaluate_runs(recipe, runs, folds, None)
+    folds = args.folds or recipe.eval.folds or list(range(count_folds(recipe)))
+    payload = reproduce_benchmark(recipe, runs, folds, progress=sys.stderr.isatty())
     print((Path(payload["report"]) / "results.md").read_text())
     if args.publish:
-        publish(recipe, runs / f"fold{folds[0]}" / "full" / "generator", payload, Path(args.publish), args.config)
+        generator = runs / f"fold{folds[0]}" / recipe.eval.publish / "generator"
+        publish_benchmark(recipe, generator, payload, Path(args.publish), args.config)
         print(f"published to {args.publish}")
     return 0
-
-
-def publish(recipe, generator_dir: Path, payload: dict, destination: Path, recipe_path: str) -> None:
-    """Save a trained generator as a Hub-ready folder whose card carries its own fold's results and the baselines."""
-    from ..adapter import LanguageConditionedAdapter
-    from ..workflows.evaluation import card_metrics, card_table
-
-    fold = payload["folds"][0]
-    adapter = LanguageConditionedAdapter.from_pretrained(str(generator_dir))
-    table = card_table(fold, payload["summary"], len(payload["folds"]))
-    adapter.save_pretrained(
-        destination,
-        metrics=card_metrics(fold),
-        recipe=recipe_path,
-        datasets=[recipe.data.dataset],
-        about={"held_out": fold["unseen"], "results_table": table},
-    )

@@ -43,6 +43,7 @@ _KFOLD = {"fashion_mnist": FASHION_MNIST_CLASSES, "digits": DIGIT_CLASSES}
 N_FOLDS = 5
 SPLIT_SEED = 0
 SHAPES_UNSEEN_FRACTION = 0.2
+SHAPES_VALIDATION_FRACTION = 0.1
 EMOJI_SPLIT = {"n_folds": 4, "unseen_fraction": 0.25, "validation_fraction": 0.1, "seed": SPLIT_SEED}
 
 
@@ -114,10 +115,13 @@ def validate_split(split: ClassSplit, descriptions: Mapping[str, Sequence[str]])
 
 
 def kfold_class_split(class_names: Sequence[str], n_folds: int = N_FOLDS, seed: int = SPLIT_SEED) -> dict[str, Any]:
-    """Every class unseen in exactly one fold: a seeded permutation cut into ``n_folds`` equal groups.
+    """Every class unseen in exactly one fold: a seeded permutation cut into ``n_folds`` equal groups; each fold's
+    validation classes are the next fold's unseen group (seen here, held out from training for model choice and
+    calibration), so every class also validates exactly one fold.
 
     Returns:
-        ``{"permutation": [...], "folds": [{"fold", "seen", "unseen"}, ...]}``, classes in ``class_names`` order.
+        ``{"permutation": [...], "folds": [{"fold", "seen", "unseen", "validation"}, ...]}``, classes in
+        ``class_names`` order.
 
     Raises:
         ValueError: If the classes do not divide into ``n_folds`` equal groups.
@@ -126,46 +130,61 @@ def kfold_class_split(class_names: Sequence[str], n_folds: int = N_FOLDS, seed: 
         raise ValueError(f"{len(class_names)} classes do not divide into {n_folds} folds (need n_folds >= 2)")
     permutation = [int(i) for i in np.random.default_rng(seed).permutation(len(class_names))]
     per_fold = len(class_names) // n_folds
+    groups = [set(permutation[k * per_fold : (k + 1) * per_fold]) for k in range(n_folds)]
     folds = []
-    for fold in range(n_folds):
-        unseen = set(permutation[fold * per_fold : (fold + 1) * per_fold])
+    for fold, unseen in enumerate(groups):
+        validation = groups[(fold + 1) % n_folds]
         folds.append(
             {
                 "fold": fold,
                 "seen": [c for i, c in enumerate(class_names) if i not in unseen],
                 "unseen": [c for i, c in enumerate(class_names) if i in unseen],
+                "validation": [c for i, c in enumerate(class_names) if i in validation],
             }
         )
     return {"permutation": permutation, "folds": folds}
 
 
 def compositional_split(
-    shapes: ProceduralShapes, fraction: float = SHAPES_UNSEEN_FRACTION, seed: int = SPLIT_SEED
+    shapes: ProceduralShapes,
+    fraction: float = SHAPES_UNSEEN_FRACTION,
+    seed: int = SPLIT_SEED,
+    validation_fraction: float = SHAPES_VALIDATION_FRACTION,
 ) -> dict[str, Any]:
-    """Hold out attribute combinations: unseen classes whose every attribute *pair* still occurs among seen classes.
+    """Hold out attribute combinations: unseen classes whose every attribute *pair* still occurs among training
+    classes.
 
     Classes are visited in a seeded order and held out greedily while every (shape, colour), (shape, pattern) and
-    (colour, pattern) pair keeps a seen class, so unseen classes are new triples of familiar parts.
+    (colour, pattern) pair keeps a class that is trained on, so unseen classes are new triples of familiar parts:
+    first ``fraction`` of all classes as unseen, then ``validation_fraction`` of the seen ones as validation (the
+    same rule, the same visiting order; validation classes are seen but not trained on).
 
     Returns:
-        ``{"folds": [{"fold": 0, "seen", "unseen"}]}``, classes in ``shapes.class_names`` order.
+        ``{"folds": [{"fold": 0, "seen", "unseen", "validation"}]}``, classes in ``shapes.class_names`` order.
     """
     pairs = list(itertools.combinations(ATTRIBUTES, 2))
     keys = [[(a, b, attrs[a], attrs[b]) for a, b in pairs] for attrs in map(shapes.attributes, shapes.class_names)]
-    seen_count = Counter(k for class_keys in keys for k in class_keys)
-    target = round(fraction * len(shapes.class_names))
-    unseen: set[int] = set()
-    for i in np.random.default_rng(seed).permutation(len(shapes.class_names)):
-        if len(unseen) == target:
-            break
-        if all(seen_count[k] > 1 for k in keys[i]):
-            unseen.add(int(i))
-            seen_count.subtract(keys[i])
+    trained = Counter(k for class_keys in keys for k in class_keys)
+    order = [int(i) for i in np.random.default_rng(seed).permutation(len(shapes.class_names))]
+
+    def hold_out(target: int, taken: set[int]) -> set[int]:
+        held: set[int] = set()
+        for i in order:
+            if len(held) == target:
+                break
+            if i not in taken and all(trained[k] > 1 for k in keys[i]):
+                held.add(i)
+                trained.subtract(keys[i])
+        return held
+
+    unseen = hold_out(round(fraction * len(shapes.class_names)), set())
+    validation = hold_out(round(validation_fraction * (len(shapes.class_names) - len(unseen))), unseen)
     names = shapes.class_names
     fold = {
         "fold": 0,
         "seen": [c for i, c in enumerate(names) if i not in unseen],
         "unseen": [c for i, c in enumerate(names) if i in unseen],
+        "validation": [c for i, c in enumerate(names) if i in validation],
     }
     return {"folds": [fold]}
 
@@ -270,7 +289,10 @@ def generate_splits(name: str) -> dict[str, Any]:
         generator = f"kfold_class_split(n_folds={N_FOLDS}, seed={SPLIT_SEED})"
     elif name == "shapes":
         body = compositional_split(ProceduralShapes())
-        generator = f"compositional_split(fraction={SHAPES_UNSEEN_FRACTION}, seed={SPLIT_SEED})"
+        generator = (
+            f"compositional_split(fraction={SHAPES_UNSEEN_FRACTION}, seed={SPLIT_SEED}, "
+            f"validation_fraction={SHAPES_VALIDATION_FRACTION})"
+        )
     elif name == "emoji":
         classes = emoji_classes()
         body = stratified_class_split([c.name for c in classes], [c.category for c in classes], **EMOJI_SPLIT)

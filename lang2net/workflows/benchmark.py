@@ -1,4 +1,5 @@
-"""Many-class zero-shot benchmark on two image styles: feature-cached baselines and generators, protocols A and B.
+"""Many-class zero-shot benchmark on two image styles (or a train and a test split): feature-cached baselines and
+generators, protocols A and B.
 
 Methods, all scored on the same test images of a fold: ``chance`` (analytic); ``eszsl`` and ``devise`` (closed-form
 fits on cached pooled features of the frozen backbone, centred on the fit images' mean and L2-normalised,
@@ -9,7 +10,9 @@ run through ``task.bind(backbone)``, on images (a full generator changes the bac
 
 Protocol A (ZSL, the headline): both styles of the unseen classes, scored among the unseen classes; per-class mean
 top-1 / top-5, bootstrap CI over classes, per-category top-1, per-image correctness for McNemar. Baselines are fitted
-on both styles of the train classes, then refitted on train + validation classes.
+on both styles of the train classes, then refitted on train + validation classes. With
+``BenchmarkOptions.zsl_across_styles`` (datasets whose two "styles" are a train and a test split) the baselines fit
+on the first style only and the test images are the second style's.
 
 Protocol B (GZSL across styles): baselines are fitted on the first style (``twitter``) of the train classes; test
 images are the second style (``google``) of the train and unseen classes, scored over all classes of the split (seen =
@@ -245,11 +248,12 @@ def _method_scores(
 
 
 def _protocol_a(run: _Run, generators: Generators) -> tuple[dict[str, Any], dict[str, Any]]:
-    """ZSL on both styles of the unseen classes; returns the results and the examples of the grid."""
+    """ZSL on the unseen classes (both styles, or the second with ``zsl_across_styles``); returns the results and
+    the examples of the grid."""
     fold, categories = run.fold, run.options.categories
     offset = fold.n_train + fold.n_val
-    unseen, test = fold.names[offset:], fold.parts("unseen")
-    fit = (*fold.styles, *fold.fit_a)
+    fit, tested = _protocol_a_styles(fold, run.options)
+    unseen, test = fold.names[offset:], fold.parts("unseen", tested)
     train = (fold.parts("train", fit), fold.parts("validation", fit), True)
     scores, params = _method_scores(run, "protocol_a", train, test, unseen, generators)
     labels = fold.gather(test)[1] - offset
@@ -262,6 +266,14 @@ def _protocol_a(run: _Run, generators: Generators) -> tuple[dict[str, Any], dict
     n = run.options.n_examples
     items = report.example_items(scores[shown], labels, origin, unseen, fold.descriptions, n) if shown else []
     return results, {"method": shown, "items": items}
+
+
+def _protocol_a_styles(fold: _Fold, options: BenchmarkOptions) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """Protocol A's fit styles (its baselines') and test styles."""
+    first, second = fold.styles
+    if options.zsl_across_styles:
+        return (first, *fold.fit_a), (second,)
+    return (first, second, *fold.fit_a), (first, second)
 
 
 def _protocol_b(run: _Run, generators: Generators) -> dict[str, Any]:
@@ -357,11 +369,12 @@ def run_benchmark(
     b = _protocol_b(run, gens_b)
     p = mcnemar(a["full"]["correct"], a["head_only"]["correct"]) if {"full", "head_only"} <= set(a) else None
     fold = run.fold
-    n_test = sum(len(index) for _, index in fold.parts("unseen"))
+    fit_a, test_a = _protocol_a_styles(fold, opts)
+    n_test = sum(len(index) for _, index in fold.parts("unseen", test_a))
     unseen = len(fold.names) - fold.n_train - fold.n_val
     head = {"fold": split.fold, "n_train": fold.n_train, "n_validation": fold.n_val, "n_unseen": unseen}
     setup = {"dataset": twitter.name, "styles": list(opts.styles), "img_size": run.img_size, "n_test_a": n_test}
-    setup |= {"fit_styles_a": [*fold.styles, *fold.fit_a], "fit_styles_b": [fold.styles[0], *fold.fit_b]}
+    setup |= {"fit_styles_a": list(fit_a), "test_styles_a": list(test_a), "fit_styles_b": [fold.styles[0], *fold.fit_b]}
     model = {"backbone": features.backbone_name, "weights": features.weights}
     out = {"protocol_a": a, "protocol_b": b, "mcnemar_full_vs_head_only": p, "examples": examples, "timings": timings}
     return {**head, **setup, **model, **out}

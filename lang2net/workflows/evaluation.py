@@ -28,8 +28,6 @@ from .metrics import per_class_topk, seen_unseen_curve
 
 __all__ = [
     "aggregate_folds",
-    "card_metrics",
-    "card_table",
     "class_metrics",
     "evaluate_fold",
     "text_similarity_scorer",
@@ -233,50 +231,6 @@ def aggregate_folds(folds: list[dict]) -> dict:
             std = math.sqrt(sum((v - mean) ** 2 for v in values) / len(values))
             out[name][metric] = {"mean": mean, "std": std, "n": len(values)}
     return out
-
-
-_METRIC_NAMES = {
-    "zsl": "zero-shot accuracy (per-class mean, unseen classes only)",
-    "zsl_top5": "zero-shot top-5 accuracy (per-class mean, unseen classes only)",
-    "gzsl_seen": "GZSL seen-class accuracy",
-    "gzsl_unseen": "GZSL unseen-class accuracy",
-    "gzsl_h": "GZSL harmonic mean H",
-    "gzsl_ausuc": "GZSL area under the seen-unseen accuracy curve (AUSUC, calibration-free)",
-}
-
-
-def card_metrics(fold: dict, method: str = "full") -> dict:
-    """One generator's own results on its fold, in the model-index convention (``type: accuracy`` with a ``name``);
-    the baselines belong in the card body (:func:`card_table`)."""
-    values = fold["methods"][method]
-    n = len(fold["unseen"])
-    return {
-        "task_type": "zero-shot-image-classification",
-        "dataset": {
-            "type": fold["dataset"],
-            "name": f"{fold['dataset']} (fold {fold['fold']}, {n} unseen classes)",
-            "split": "test",
-        },
-        "metrics": [{"type": "accuracy", "name": _METRIC_NAMES[m], "value": values[m]} for m in _METRICS],
-    }
-
-
-def card_table(fold: dict, summary: dict | None = None, n_folds: int | None = None) -> str:
-    """Markdown for a card body: every method on the generator's own fold, then (when given) the means over folds."""
-    rows = [
-        "| method | ZSL | ZSL top-5 | GZSL seen | GZSL unseen | GZSL H | GZSL AUSUC |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    for name, values in fold["methods"].items():
-        rows.append(f"| {name} | " + " | ".join(f"{100 * values[m]:.1f}" for m in _METRICS) + " |")
-    unseen = ", ".join(fold["unseen"])
-    text = f"Fold {fold['fold']} (unseen classes: {unseen}), in %:\n\n" + "\n".join(rows) + "\n"
-    if summary is not None:
-        text += (
-            f"\nMean ± std over {n_folds} folds, one generator trained per fold (this folder is fold "
-            f"{fold['fold']}'s), in %:\n\n" + markdown_table(summary)
-        )
-    return text
 
 
 def markdown_table(summary: dict) -> str:

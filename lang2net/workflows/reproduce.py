@@ -1,4 +1,10 @@
-"""Reproduce a two-style benchmark recipe (emoji): train every method on every fold, then measure protocols A and B.
+"""Reproduce a benchmark recipe: train every method on every fold, then measure protocols A and B.
+
+Every dataset runs the same benchmark (:func:`lang2net.workflows.benchmark.run_benchmark`) on two image sets: emoji's
+two icon styles (``twitter``, ``google``), or for any other dataset its train split (limited to
+``data.limit_per_class``) and test split (``data.test_limit_per_class``). There protocol A is the classic zero-shot
+test (baselines fitted on the train split, the unseen classes' test images) and protocol B the classic generalised
+one (the test images of every class, calibrated on the validation classes); the fold's split needs validation classes.
 
 Methods (``eval.generators`` / ``eval.gzsl_generators`` in the recipe, each mapped to the folds it is trained on):
 
@@ -7,11 +13,12 @@ Methods (``eval.generators`` / ``eval.gzsl_generators`` in the recipe, each mapp
 - ``static``: the control that isolates language: deltas learned once and shared by every task (no text in them)
   plus the generated head, warm-started like ``full`` and trained with the same budget.
 
-Run folders: ``<runs>/fold<k>/<method>`` (protocol A, trained on ``data.train_split``) and
-``<runs>/fold<k>/gzsl/<method>`` (protocol B, trained on ``eval.gzsl_train_split``, the first style only). A finished
-run (its ``generator/`` exists) is not retrained; an interrupted one resumes from its last checkpoint. The report
-(``results.json``, ``results.md``, ``per_category.png``, ``examples.png``) goes to ``<runs>/report``, one more per
-extra baseline image size (``<runs>/report_<size>px``), with the wall time of every stage.
+Run folders: ``<runs>/fold<k>/<method>`` (protocol A, trained on ``data.train_split``) and, for emoji,
+``<runs>/fold<k>/gzsl/<method>`` (protocol B, trained on ``eval.gzsl_train_split``, the first style only; elsewhere
+protocol B measures the protocol A generators, which never saw the test split). A finished run (its ``generator/``
+exists) is not retrained; an interrupted one resumes from its last checkpoint. The report (``results.json``,
+``results.md``, ``per_category.png`` for emoji, ``examples.png``) goes to ``<runs>/report``, one more per extra
+baseline image size (``<runs>/report_<size>px``), with the wall time of every stage.
 """
 
 from __future__ import annotations
@@ -27,11 +34,22 @@ from typing import Any
 from ..utils.atomic import write_atomic
 from .recipe import METHODS, Recipe
 
-__all__ = ["METHODS", "method_recipe", "publish_benchmark", "reproduce_benchmark", "train_method"]
+__all__ = ["METHODS", "benchmark_sets", "method_recipe", "publish_benchmark", "reproduce_benchmark", "train_method"]
 
 logger = logging.getLogger(__name__)
 
 STYLES = ("twitter", "google")
+
+
+def benchmark_sets(recipe: Recipe) -> tuple[tuple[str, int | None], tuple[str, int | None]]:
+    """The benchmark's two image sets as (split, images kept per class): emoji's two styles (every image), else the
+    recipe's train split and test split with their limits."""
+    d = recipe.data
+    if d.dataset == "emoji":
+        return (STYLES[0], None), (STYLES[1], None)
+    if d.train_split == d.test_split:
+        raise ValueError(f"data.train_split and data.test_split are both {d.train_split!r}; the benchmark needs two")
+    return (d.train_split, d.limit_per_class), (d.test_split, d.test_limit_per_class)
 
 
 def method_recipe(
@@ -135,24 +153,31 @@ def reproduce_benchmark(
     from .benchmark_report import emoji_categories
     from .training import load_recipe_data, load_split
 
-    if recipe.data.dataset != "emoji":
-        raise ValueError(f"the two-style benchmark runs on dataset 'emoji', not {recipe.data.dataset!r}")
-    runs = Path(runs)
+    emoji = recipe.data.dataset == "emoji"
     cfg = recipe.eval
+    if not emoji and cfg.gzsl_generators is not None:
+        raise ValueError(
+            "eval.gzsl_generators trains generators on one emoji style for protocol B; on "
+            f"{recipe.data.dataset!r} protocol B measures the protocol A generators: remove it"
+        )
+    runs = Path(runs)
     adapter = LanguageConditionedAdapter(recipe.adapter)  # the text encoder and the frozen backbone of the baselines
     features = FeatureCache.for_adapter(
         adapter, cache_dir=runs / "features", batch_size=cfg.batch_size, device="cuda" if _cuda() else "cpu"
     )
-    categories = emoji_categories(recipe.data.root)
+    categories = emoji_categories(recipe.data.root) if emoji else None
+    sets = benchmark_sets(recipe)
+    styles = (sets[0][0], sets[1][0])
     sizes = [recipe.data.img_size, *[s for s in cfg.baseline_img_sizes if s != recipe.data.img_size]]
     per_size: dict[int, list[dict[str, Any]]] = {s: [] for s in sizes}
     images: dict[int, dict[str, Any]] = {}
     # the baselines fit on the extra drawings the generators train on (test images: the base styles only)
-    fit_a = [s for s in split_styles(recipe.data.train_split) if s not in STYLES]
-    fit_b = [s for s in split_styles(cfg.gzsl_train_split) if s not in STYLES]
+    fit_a = [s for s in split_styles(recipe.data.train_split) if s not in STYLES] if emoji else []
+    fit_b = [s for s in split_styles(cfg.gzsl_train_split) if s not in STYLES] if emoji else []
     for size in sizes:
         sized = dataclasses.replace(recipe, data=dataclasses.replace(recipe.data, img_size=size))
-        images[size] = {s: load_recipe_data(sized, s, None) for s in dict.fromkeys([*STYLES, *fit_a, *fit_b])}
+        limits = {**dict.fromkeys([*fit_a, *fit_b]), **dict(sets)}
+        images[size] = {s: load_recipe_data(sized, s, limit) for s, limit in limits.items()}
     for fold in folds:
         timings: dict[str, float] = {}
         log(f"fold {fold}: training {_methods_for(cfg.generators, fold, ('head_only', 'full'))}")
@@ -165,14 +190,18 @@ def reproduce_benchmark(
             progress,
             timings,
         )
-        gens_b = _train_fold(
-            recipe,
-            runs / f"fold{fold}" / "gzsl",
-            fold,
-            _methods_for(cfg.gzsl_generators, fold, ()),
-            cfg.gzsl_train_split,
-            progress,
-            timings,
+        gens_b = (
+            _train_fold(
+                recipe,
+                runs / f"fold{fold}" / "gzsl",
+                fold,
+                _methods_for(cfg.gzsl_generators, fold, ()),
+                cfg.gzsl_train_split,
+                progress,
+                timings,
+            )
+            if emoji
+            else gens_a
         )
         split = load_split(recipe, fold)
         for size in sizes:
@@ -180,14 +209,16 @@ def reproduce_benchmark(
             log(f"fold {fold}: measuring at {size} px")
             result = run_benchmark(
                 split,
-                images[size]["twitter"],
-                images[size]["google"],
+                images[size][styles[0]],
+                images[size][styles[1]],
                 adapter,
                 *generators,
                 features=features,
                 img_size=size,
                 batch_size=cfg.batch_size,
                 categories=categories,
+                styles=styles,
+                zsl_across_styles=not emoji,
                 conse_top_k=cfg.text_similarity_top_k,
                 fit_a={s: images[size][s] for s in fit_a},
                 fit_b={s: images[size][s] for s in fit_b},
@@ -212,7 +243,7 @@ def _write_reports(
     payload: dict[str, Any] = {}
     for size, results in per_size.items():
         out = runs / ("report" if size == recipe.data.img_size else f"report_{size}px")
-        title = f"{recipe.name}: zero-shot on emoji at {size} px" + (
+        title = f"{recipe.name}: zero-shot on {recipe.data.dataset} at {size} px" + (
             "" if size == recipe.data.img_size else " (baselines)"
         )
         written = write_benchmark_report(results, out, title, images=images[size])

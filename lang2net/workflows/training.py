@@ -96,17 +96,26 @@ class EpisodeData:
     validation: list[int] = dataclasses.field(default_factory=list)  # held-out seen classes, for model selection
 
 
-def load_split(recipe: Recipe, fold: int):
-    """The recipe's class split for ``fold``: its split file, else the one shipped for its dataset."""
+def _splits(recipe: Recipe):
     from ..data import class_splits, load_split_file
 
     d = recipe.data
     if d.split_file is not None:
-        splits = load_split_file(d.split_file)
-    elif d.dataset == "imagefolder":
+        return load_split_file(d.split_file)
+    if d.dataset == "imagefolder":
         raise ValueError("imagefolder training needs seen/unseen classes: set data.split_file to a class-split JSON")
-    else:
-        splits = class_splits(d.dataset)
+    return class_splits(d.dataset)
+
+
+def count_folds(recipe: Recipe) -> int:
+    """How many folds the recipe's class split has."""
+    return len(_splits(recipe))
+
+
+def load_split(recipe: Recipe, fold: int):
+    """The recipe's class split for ``fold``: its split file, else the one shipped for its dataset."""
+    d = recipe.data
+    splits = _splits(recipe)
     if not 0 <= fold < len(splits):
         raise ValueError(f"fold {fold} does not exist for {d.split_file or d.dataset}: folds 0..{len(splits) - 1}")
     return splits[fold]
