@@ -5,6 +5,7 @@ meta-training fills the memory from the training classes only, trains without it
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 
 import pytest
@@ -186,5 +187,8 @@ def test_training_fills_the_memory_from_the_training_classes_and_picks_its_mix_o
 
 def test_memory_needs_validation_classes(tmp_path):
     recipe = load_recipe(_recipe(tmp_path, {"feature_norm": "center", "memory": True}, steps=2))
+    split = tmp_path / "split.json"  # the packaged digits folds name validation classes; this one has none
+    split.write_text(json.dumps({"version": 1, "folds": [{"fold": 0, "seen": list("01234567"), "unseen": ["8", "9"]}]}))
+    recipe = dataclasses.replace(recipe, data=dataclasses.replace(recipe.data, split_file=str(split)))
     with pytest.raises(ValueError, match=r"adapter.memory chooses .* on validation classes, but this fold has none"):
         _Run(recipe, tmp_path / "run", 0, head_only=True)
