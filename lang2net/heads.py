@@ -33,8 +33,9 @@ class HeadGenerator(nn.Module):
     the training classes look like: M prototypes (each training class's mean unit centred feature direction under the
     frozen backbone) keyed by the classes' text embeddings. A class's weight direction is its generated one plus
     ``gate`` times its recall, the prototypes averaged with attention ``softmax(beta * cos(e, key))`` over the memory
-    and re-normalised. A class never recalls an entry whose key equals its own embedding (cosine >= 1 - 1e-4): a
-    described class is always written from its words and other classes' looks. ``gate`` and ``beta`` are not
+    and re-normalised. A class described exactly as a training class recalls that class's own prototype most, as a
+    close paraphrase does (the recall is continuous in the text); classes far from every key get a blend of the
+    nearest looks. ``gate`` and ``beta`` are not
     trained by gradient (on its own training classes a generated head fits perfectly, so a learned mix suits them, not
     new classes: measured, it generalised worse); they are chosen on validation classes after training (:meth:`set_memory_mix`; ``gate`` 0, no recall,
     until then). The emitted head is still one exact linear layer.
@@ -150,12 +151,11 @@ class HeadGenerator(nn.Module):
         self.memory_beta.fill_(beta)
 
     def recall(self, embeddings: Tensor) -> Tensor:
-        """embeddings (t, c, e) -> (t, c, f): each class's attention-weighted memory prototypes, re-normalised; the
-        entries whose key equals the class's embedding are left out."""
+        """embeddings (t, c, e) -> (t, c, f): each class's attention-weighted memory prototypes, re-normalised."""
         keys = self.memory_keys.to(embeddings.dtype)
         sim = F.normalize(embeddings, dim=-1) @ keys.T  # (t, c, m)
-        logits = (sim * self.memory_beta.to(sim)).masked_fill(sim >= 1 - 1e-4, float("-inf"))
-        return F.normalize(torch.softmax(logits, dim=-1) @ self.memory_values.to(sim), dim=-1)
+        attention = torch.softmax(sim * self.memory_beta.to(sim), dim=-1)
+        return F.normalize(attention @ self.memory_values.to(sim), dim=-1)
 
     def forward(self, codes: Tensor, embeddings: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """codes (t, c, d) [embeddings (t, c, e)] -> weight (t, c, f), bias (t, c): the head on raw pooled features.

@@ -42,8 +42,8 @@ def _memory_adapter(m: int = 6, seed: int = 0):
     return adapter, model, keys, feats, labels
 
 
-def _reference_weight(adapter, embeddings: torch.Tensor, keys, feats, labels, drop: torch.Tensor) -> torch.Tensor:
-    """s * normalize(normalize(mlp(code)) + gate * normalize(softmax(beta cos(e, k), dropped rows out) @ P)) / sigma,
+def _reference_weight(adapter, embeddings: torch.Tensor, keys, feats, labels) -> torch.Tensor:
+    """s * normalize(normalize(mlp(code)) + gate * normalize(softmax(beta cos(e, k)) @ P)) / sigma,
     with P the per-class normalised mean of the unit centred features."""
     head = adapter.generator.head
     x = F.normalize((feats.double() - feats.double().mean(0)) / head.feature_scale.double(), dim=1)
@@ -52,7 +52,7 @@ def _reference_weight(adapter, embeddings: torch.Tensor, keys, feats, labels, dr
         codes, _ = adapter.generator.set_encoder(embeddings[None], torch.ones(1, len(embeddings), dtype=torch.bool))
         own = F.normalize(head.weight_mlp(codes[0]), dim=-1)
         sim = F.normalize(embeddings, dim=-1) @ F.normalize(keys, dim=-1).T
-        attn = torch.softmax((head.memory_beta * sim).masked_fill(drop, float("-inf")), dim=-1)
+        attn = torch.softmax(head.memory_beta * sim, dim=-1)
         direction = F.normalize(own + head.memory_gate * F.normalize(attn @ protos, dim=-1), dim=-1)
     return direction * head.log_scale.exp() / head.feature_scale
 
@@ -69,7 +69,7 @@ def test_memory_head_equals_its_reference_and_is_one_exact_linear_layer(tmp_path
     assert torch.equal(plain.generate(names, embeddings=new).head_weight, before.head_weight)
     adapter.generator.head.set_memory_mix(0.5, 5.5)
     task = adapter.generate({f"c{i}": f"class {i}" for i in range(4)}, embeddings=new)
-    reference = _reference_weight(adapter, new, keys, feats, labels, torch.zeros(4, len(keys), dtype=torch.bool))
+    reference = _reference_weight(adapter, new, keys, feats, labels)
     assert_close(task.head_weight, reference, 1e-4, "memory head weight")  # float32 rounding of a ~100-norm head
     x = torch.randn(5, *model.pretrained_cfg["input_size"], generator=torch.Generator().manual_seed(9))
     with torch.no_grad():
@@ -87,18 +87,22 @@ def test_memory_head_equals_its_reference_and_is_one_exact_linear_layer(tmp_path
     assert torch.equal(again.head_weight, task.head_weight) and torch.equal(again.head_bias, task.head_bias)
 
 
-def test_a_class_never_recalls_its_own_entry():
-    """A described class whose embedding is a memory key is written from the other entries (key equality)."""
+def test_a_training_class_recalls_its_own_prototype_continuously():
+    """A class described exactly as a memory entry, or by a close paraphrase, recalls that entry's prototype most;
+    the recall is the same attention for both (no special case at key equality)."""
     adapter, _, keys, feats, labels = _memory_adapter()
-    adapter.generator.head.set_memory_mix(2.0, 20.0)
-    queries = torch.stack([keys[2], keys[4], _unit(1, TEXT_DIM, 3)[0]])
-    drop = torch.zeros(3, len(keys), dtype=torch.bool)
-    drop[0, 2] = drop[1, 4] = True
-    reference = _reference_weight(adapter, queries, keys, feats, labels, drop)
-    by_equality = adapter.generate({"a": "a", "b": "b", "c": "c"}, embeddings=queries).head_weight
-    assert_close(by_equality, reference, 1e-4, "left out by key equality")
-    kept = _reference_weight(adapter, queries, keys, feats, labels, torch.zeros_like(drop))
-    assert (kept[0] - reference[0]).abs().max() > 1e-4  # leaving the row out changed the head
+    head = adapter.generator.head
+    head.set_memory_mix(2.0, 40.0)
+    paraphrase = F.normalize(keys[2] + 0.05 * _unit(1, TEXT_DIM, 3)[0], dim=0)
+    queries = torch.stack([keys[2], paraphrase, keys[4]])
+    reference = _reference_weight(adapter, queries, keys, feats, labels)
+    weight = adapter.generate({"a": "a", "b": "b", "c": "c"}, embeddings=queries).head_weight
+    assert_close(weight, reference, 1e-4, "exact and paraphrased keys")
+    with torch.no_grad():
+        recalled = head.recall(queries[None])[0]
+    cos = recalled @ head.memory_values.T  # (3, m): the recall's closeness to each prototype
+    assert cos.argmax(1).tolist() == [2, 2, 4] and float(cos[0, 2]) > 0.9
+    assert float((recalled[0] - recalled[1]).norm()) < 0.2  # a paraphrase recalls what the exact words recall
 
 
 def test_memory_input_is_checked():
