@@ -3,6 +3,7 @@ real data and the real packaged backbone at 32 px, with a tiny training budget."
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -73,3 +74,16 @@ def test_protocol_b_generators_are_refused_on_a_train_test_dataset(reproduced, c
     args = ["reproduce", "--config", str(reproduced["path"]), "--runs", str(reproduced["runs"]), "--folds", "0"]
     assert main([*args, "--set", "eval.gzsl_generators={head_only: null}"]) == 1
     assert "eval.gzsl_generators trains generators on one emoji style" in capsys.readouterr().err
+
+
+def test_benchmark_sets_are_the_two_splits_or_the_two_emoji_styles(reproduced):
+    from lang2net.workflows.recipe import load_recipe
+    from lang2net.workflows.reproduce import benchmark_sets
+
+    recipe = load_recipe(reproduced["path"])
+    assert benchmark_sets(recipe) == (("train", 40), ("test", 20))
+    same = dataclasses.replace(recipe, data=dataclasses.replace(recipe.data, test_split="train"))
+    with pytest.raises(ValueError, match=r"data\.train_split and data\.test_split are both 'train'"):
+        benchmark_sets(same)
+    emoji = dataclasses.replace(recipe, data=dataclasses.replace(recipe.data, dataset="emoji"))
+    assert benchmark_sets(emoji) == (("twitter", None), ("google", None))
