@@ -52,10 +52,15 @@ def _quickstart(text: str) -> None:
     fashion = [r.split() for r in rows if r.split()[1] in ("Trouser", "Sandal", "Sneaker", "Bag")]
     if not fashion:  # only the documented fallback (no Fashion-MNIST on the machine) may skip the accuracy check
         assert {r.split()[1] for r in rows} <= {"cat", "coffee"}, text
-    else:  # Fashion-MNIST images of described classes: the published generator gets most of them, confidently
+    else:  # Fashion-MNIST images of described classes: the published generator gets most of them
         right = [float(r[-1]) for r in fashion if r[1] == r[2]]
         assert len(right) >= 0.75 * len(fashion), text
-        assert sum(right) / len(right) >= 0.8, text  # measured: 7 of 8 right (a sandal called "cat"), 0.94
+        # the classes it was trained on (fold 0: Sneaker is a validation class, never trained on) are all right, and
+        # its right answers are well above the 1-in-6 chance of the six described classes. Measured with the
+        # 6-class generator: 6 of 8 right (both sneakers called "Sandal"), confidence 0.38-1.00, mean 0.80
+        trained = [r for r in fashion if r[1] in ("Trouser", "Sandal", "Bag")]
+        assert trained and all(r[1] == r[2] for r in trained), text
+        assert min(right) > 2 / 6, text
 
 
 def _byo_backbone(text: str) -> None:

@@ -107,6 +107,11 @@ def _splits(recipe: Recipe):
     return class_splits(d.dataset)
 
 
+def _safetensors_device(device: torch.device) -> str:
+    """safetensors names devices "cpu" or "cuda:0"; accelerate's CPU processes report "cpu:0", which it refuses."""
+    return "cpu" if device.type == "cpu" else str(device)
+
+
 def count_folds(recipe: Recipe) -> int:
     """How many folds the recipe's class split has."""
     return len(_splits(recipe))
@@ -381,7 +386,7 @@ class _Run:
     def load_checkpoint(self, path: Path) -> None:
         acc = self.accelerator
         state = json.loads((path / "trainer_state.json").read_text())
-        weights = load_file(path / "generator.safetensors", device=str(acc.device))
+        weights = load_file(path / "generator.safetensors", device=_safetensors_device(acc.device))
         acc.unwrap_model(self.model).load_state_dict(weights, strict=True)
         self.optimizer.load_state_dict(torch.load(path / "optimizer.pt", map_location=acc.device, weights_only=True))
         self.scheduler.load_state_dict(state["scheduler"])
@@ -477,7 +482,9 @@ def train(
         best = output_dir / "best"
         if cfg.select_on_validation and (best / "best.json").is_file():
             chosen = json.loads((best / "best.json").read_text())
-            model.load_state_dict(load_file(best / "generator.safetensors", device=str(acc.device)), strict=True)
+            model.load_state_dict(
+                load_file(best / "generator.safetensors", device=_safetensors_device(acc.device)), strict=True
+            )
             logger.info("saving the step-%d generator (validation top-1 %.3f)", chosen["step"], chosen["val_top1"])
         if model.config.memory:
             mix = calibrate_memory(model.generator.head, run.validation_top1)
@@ -485,4 +492,7 @@ def train(
                 f.write(json.dumps(mix) + "\n")
         model.save_pretrained(final)  # atomic: written aside, then renamed
     acc.wait_for_everyone()
-    return TrainResult(final if done else None, acc.unwrap_model(run.model), run.step)
+    adapter = acc.unwrap_model(run.model)
+    if done and not acc.is_main_process:  # the main process chose the checkpoint and the mix: every rank returns them
+        adapter = type(adapter).from_pretrained(str(final)).to(acc.device)
+    return TrainResult(final if done else None, adapter, run.step)
