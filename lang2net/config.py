@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .engine.targets import Target
-from .utils.checks import check_positive_int, reject_unknown_keys
+from .utils.checks import check_int, check_positive_int, reject_unknown_keys
 
 __all__ = ["CONFIG_VERSION", "DELTA_MODES", "FEATURE_NORMS", "AdapterConfig", "TargetSpec"]
 
@@ -38,7 +38,8 @@ class AdapterConfig:
             generated directly from the task), "static" (deltas learned once, the same for every task: no text in
             them; a control) or "none" (head only: the N3 baseline without deltas).
         d_model: width of the set encoder and of the target queries.
-        n_layers: set-encoder layers (self-attention over classes, no positions: permutation equivariant).
+        n_layers: set-encoder layers (self-attention over classes, no positions: permutation equivariant); 0: per-class
+            codes, each class encoded on its own.
         n_heads: attention heads in the set encoder and the target cross-attention.
         dropout: dropout inside the generator during meta-training.
         feature_norm: what the generated head scores: "none" (the raw pooled features) or "center" (features centred
@@ -101,8 +102,9 @@ class AdapterConfig:
             raise ValueError(f"memory_size must be an int >= 0, got {self.memory_size!r}")
         if self.memory_size and not self.memory:
             raise ValueError(f"memory_size={self.memory_size} without memory=True")
-        for name in ("rank", "d_model", "n_layers", "n_heads"):
+        for name in ("rank", "d_model", "n_heads"):
             check_positive_int(name, getattr(self, name))
+        check_int("n_layers", self.n_layers, minimum=0)
         if self.d_model % self.n_heads:
             raise ValueError(f"d_model ({self.d_model}) must be divisible by n_heads ({self.n_heads})")
         if (

@@ -39,7 +39,8 @@ def _depth_features(depth: Tensor, n_freq: int = 8) -> Tensor:
 
 
 class SetEncoder(nn.Module):
-    """Self-attention over a task's class embeddings with no positions: reordering classes reorders the codes.
+    """Self-attention over a task's class embeddings with no positions: reordering classes reorders the codes (with
+    ``n_layers`` 0, none: each class's code depends on its own embedding only).
 
     Returns contextualised class codes (each class seen against the others of its task) and a task code (attention
     pooling with a learned query, invariant to the order).
@@ -51,7 +52,8 @@ class SetEncoder(nn.Module):
         layer = nn.TransformerEncoderLayer(
             d_model, n_heads, 4 * d_model, dropout, activation="gelu", batch_first=True, norm_first=True
         )
-        self.encoder = nn.TransformerEncoder(layer, n_layers, enable_nested_tensor=False)
+        # n_layers 0: per-class codes (each class encoded alone, no attention over the task's other classes)
+        self.encoder = nn.TransformerEncoder(layer, n_layers, enable_nested_tensor=False) if n_layers else None
         self.norm = nn.LayerNorm(d_model)
         self.pool_query = nn.Parameter(torch.randn(1, 1, d_model) * 0.02)
         self.pool = nn.MultiheadAttention(d_model, n_heads, dropout=dropout, batch_first=True)
@@ -59,7 +61,10 @@ class SetEncoder(nn.Module):
     def forward(self, embeddings: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
         """embeddings (t, c, e), mask (t, c) True for real classes -> codes (t, c, d), task code (t, d)."""
         pad = ~mask
-        h = self.norm(self.encoder(self.proj(embeddings), src_key_padding_mask=pad))  # (t, c, d)
+        h = self.proj(embeddings)
+        if self.encoder is not None:
+            h = self.encoder(h, src_key_padding_mask=pad)
+        h = self.norm(h)  # (t, c, d)
         query = self.pool_query.expand(h.shape[0], -1, -1)  # (t, 1, d)
         task, _ = self.pool(query, h, h, key_padding_mask=pad, need_weights=False)
         return h, task[:, 0]

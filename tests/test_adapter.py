@@ -325,3 +325,24 @@ def test_feature_norm_is_validated():
         centred.set_feature_statistics(torch.randn(3, width + 1))
     with pytest.raises(ValueError, match="not all-equal"):
         centred.set_feature_statistics(torch.ones(3, width))
+
+
+@pytest.mark.parametrize("n_layers", [0, 1])
+def test_per_class_codes_ignore_the_other_classes_and_set_codes_do_not(n_layers, tmp_path):
+    """n_layers 0: a class's head row depends on its own text only (the same in any task); with a set encoder it is
+    written against the task's other classes. Either saves and reloads strictly."""
+    adapter = _adapter("test_resnet", mode="none", n_layers=n_layers)
+    emb = _embeddings(5)
+    with torch.no_grad():
+        for p in adapter.generator.parameters():  # the zero-initialised bias head would hide a dependence
+            p.add_(0.1 * torch.randn_like(p))
+    alone = adapter.generate({"a": "a", "b": "b"}, embeddings=emb[:2])
+    crowd = adapter.generate({f"c{i}": "x" for i in range(5)}, embeddings=emb)
+    same = torch.allclose(alone.head_weight, crowd.head_weight[:2], atol=1e-6) and torch.allclose(
+        alone.head_bias, crowd.head_bias[:2], atol=1e-6
+    )
+    assert same == (n_layers == 0)
+    adapter.save_pretrained(tmp_path / "g")
+    reloaded = LanguageConditionedAdapter.from_pretrained(str(tmp_path / "g"))
+    assert reloaded.config.n_layers == n_layers
+    assert all(torch.equal(v, adapter.state_dict()[k]) for k, v in reloaded.state_dict().items())

@@ -7,7 +7,9 @@ import dataclasses
 import json
 
 import pytest
+import torch
 import yaml
+from safetensors.torch import load_file
 from test_training import TINY
 
 from lang2net.apps.cli import main
@@ -22,7 +24,7 @@ def reproduced(tmp_path_factory):
     recipe = json.loads(json.dumps(TINY))
     recipe["adapter"] = {"backbone": "tf_efficientnet_lite0", "backbone_weights": "packaged:efficientnet_lite0",
                          "d_model": 32, "n_heads": 2, "n_layers": 1, "feature_norm": "center", "memory": True}  # fmt: skip
-    recipe["train"].update(steps=40, checkpoint_every=20, lr=1e-3, select_on_validation=True)
+    recipe["train"].update(steps=40, checkpoint_every=20, lr=1e-3, select_on_validation=True, refit=True)
     path = tmp / "recipe.yaml"
     path.write_text(yaml.safe_dump(recipe))
     runs, published = tmp / "runs", tmp / "published"
@@ -60,10 +62,31 @@ def test_protocol_b_measures_the_protocol_a_generators(reproduced):
         assert b[method]["h_val_cal"] >= b[method]["h_val_raw"] - 1e-12, method
 
 
+def test_protocol_a_measures_the_refit_generators_and_protocol_b_the_chosen_ones(reproduced):
+    """With train.refit, protocol A and --publish take the generators refit on training + validation classes;
+    protocol B, whose calibration treats the validation classes as unseen, the ones that never trained on them."""
+    fold, runs = reproduced["fold"], reproduced["runs"]
+    assert fold["generators"] == {
+        "protocol_a": {m: f"fold0/{m}/refit/generator" for m in ("head_only", "full")},
+        "protocol_b": {m: f"fold0/{m}/generator" for m in ("head_only", "full")},
+    }
+    for method in ("head_only", "full"):
+        chosen = json.loads((runs / "fold0" / method / "generator" / "config.json").read_text())
+        refit = json.loads((runs / "fold0" / method / "refit" / "generator" / "config.json").read_text())
+        assert (chosen["memory_size"], refit["memory_size"]) == (6, 8)  # the validation classes joined the memory
+    # the full refit run warm-started from the refit head-only generator
+    refit_recipe = json.loads((runs / "fold0" / "full" / "refit" / "recipe.json").read_text())
+    assert refit_recipe["train"]["init_from"] == str(runs / "fold0" / "head_only" / "refit" / "generator")
+    published = load_file(reproduced["published"] / "model.safetensors")
+    refit_weights = load_file(runs / "fold0" / "full" / "refit" / "generator" / "model.safetensors")
+    assert published.keys() == refit_weights.keys()
+    assert all(torch.equal(published[k], refit_weights[k]) for k in published)
+
+
 def test_the_published_folder_carries_its_fold(reproduced):
     folder, fold = reproduced["published"], reproduced["fold"]
     config = json.loads((folder / "config.json").read_text())
-    assert config["memory"] is True and config["memory_size"] == 6 and config["delta_mode"] == "core"
+    assert config["memory"] is True and config["memory_size"] == 8 and config["delta_mode"] == "core"
     card = (folder / "README.md").read_text()
     assert "4" in card and "| eszsl |" in card and "| full |" in card
     metrics = json.loads((folder / "metrics.json").read_text())

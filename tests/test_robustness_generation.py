@@ -229,7 +229,7 @@ FIELDS = {  # field: (valid values, junk) — valid sizes are bounded so that ev
     "rank": (st.integers(1, 8), JUNK),
     "delta_mode": (st.sampled_from(["core", "factors", "none"]), JUNK),
     "d_model": (st.sampled_from([8, 16, 24]), JUNK),
-    "n_layers": (st.integers(1, 2), JUNK),
+    "n_layers": (st.integers(0, 2), JUNK.filter(lambda v: v != 0 or isinstance(v, (bool, float)))),  # 0: per-class
     "n_heads": (st.sampled_from([1, 2, 4]), JUNK),
     "dropout": (st.floats(0, 0.9), JUNK | st.floats(1, 10)),
     "text_dim": (st.sampled_from([8, 32]), JUNK),

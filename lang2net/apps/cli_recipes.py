@@ -41,13 +41,15 @@ def _add_train(sub) -> None:
 
 def _run_train(args) -> int:
     from ..workflows.recipe import override_recipe
-    from ..workflows.training import train
+    from ..workflows.refit import fit
 
     recipe = _recipe(args)
     if args.steps is not None:
         recipe = override_recipe(recipe, [f"train.steps={args.steps}"])
-    result = train(recipe, args.output, fold=args.fold, head_only=args.head_only, resume=not args.no_resume)
-    print(f"generator saved to {result.generator_dir}")
+    selected, refit = fit(recipe, args.output, fold=args.fold, head_only=args.head_only, resume=not args.no_resume)
+    if refit is not None:
+        print(f"chosen on the validation classes: {selected}; refit on training + validation classes:")
+    print(f"generator saved to {refit or selected}")
     return 0
 
 
@@ -77,6 +79,7 @@ def _run_eval(args) -> int:
 def evaluate_runs(recipe, runs: Path, folds: Sequence[int] | None, output: Path | None) -> dict:
     """Evaluate every fold's trained generators (full and head-only) plus the baselines; write the report."""
     from ..workflows.evaluation import evaluate_fold, write_report
+    from ..workflows.reproduce import generator_folder
     from ..workflows.training import load_recipe_data
 
     if folds is None:
@@ -87,7 +90,7 @@ def evaluate_runs(recipe, runs: Path, folds: Sequence[int] | None, output: Path 
     test = load_recipe_data(recipe, d.test_split, d.test_limit_per_class)
     results = []
     for fold in folds:
-        generators = {m: runs / f"fold{fold}" / m / "generator" for m in ("head_only", "full")}
+        generators = {m: generator_folder(recipe, runs, fold, m) for m in ("head_only", "full")}
         missing = [str(p) for p in generators.values() if not (p / "config.json").is_file()]
         if missing:
             raise FileNotFoundError(f"trained generators missing: {missing}")
@@ -115,7 +118,7 @@ def _add_reproduce(sub) -> None:
 
 
 def _run_reproduce(args) -> int:
-    from ..workflows.reproduce import publish_benchmark, reproduce_benchmark
+    from ..workflows.reproduce import generator_folder, publish_benchmark, reproduce_benchmark
     from ..workflows.training import count_folds
 
     recipe = _recipe(args)
@@ -124,7 +127,7 @@ def _run_reproduce(args) -> int:
     payload = reproduce_benchmark(recipe, runs, folds, progress=sys.stderr.isatty())
     print((Path(payload["report"]) / "results.md").read_text())
     if args.publish:
-        generator = runs / f"fold{folds[0]}" / recipe.eval.publish / "generator"
+        generator = generator_folder(recipe, runs, folds[0])
         publish_benchmark(recipe, generator, payload, Path(args.publish), args.config)
         print(f"published to {args.publish}")
     return 0

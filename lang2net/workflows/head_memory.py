@@ -39,13 +39,23 @@ def fill_memory(head: HeadGenerator, keys: Tensor, features: Tensor, labels: Ten
     return len(seen)
 
 
-def calibrate_memory(head: HeadGenerator, validation_top1: Callable[[], float]) -> dict[str, float]:
+def calibrate_memory(
+    head: HeadGenerator, validation_top1: Callable[[], float | None], fixed: Sequence[float] | None = None
+) -> dict[str, float | None]:
     """Choose the mix (gate, beta) with the best ``validation_top1()`` over the grid MEMORY_GATES x MEMORY_BETAS (the
-    first best in sorted order: the smallest gate, then beta, reaching it) and set it.
+    first best in sorted order: the smallest gate, then beta, reaching it) and set it; with ``fixed`` = (gate, beta)
+    set that mix instead (a refit run, which has no validation classes, takes its selection run's).
 
     Returns:
-        The chosen ``memory_gate`` and ``memory_beta``, their ``val_top1``, and ``without_memory`` (gate 0).
+        The chosen ``memory_gate`` and ``memory_beta``, their ``val_top1``, and ``without_memory`` (gate 0); with
+        ``fixed``, the scores are those ``validation_top1()`` gives (None without validation classes).
     """
+    if fixed is not None:
+        gate, beta = (float(v) for v in fixed)
+        head.set_memory_mix(0.0, beta)
+        without = validation_top1()
+        head.set_memory_mix(gate, beta)
+        return {"memory_gate": gate, "memory_beta": beta, "val_top1": validation_top1(), "without_memory": without}
     scores = {}
     for beta in MEMORY_BETAS:
         for gate in MEMORY_GATES:

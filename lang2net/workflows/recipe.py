@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from dataclasses import dataclass, field
 from typing import Any
@@ -97,6 +98,13 @@ class TrainConfig:
         select_on_validation: when the fold has validation classes, every checkpoint scores zero-shot top-1 over
             them (all at once, their training-split images, no augmentation; logged as ``val_top1``) and the saved
             generator is the best-scoring checkpoint's (early stopping on classes never trained on).
+        refit: after the checkpoint (and a head memory's mix) is chosen on the validation classes, train once more
+            from the start on the training + validation classes for the chosen number of steps, with the chosen mix,
+            as the closed-form baselines refit on both (see ``lang2net.workflows.refit``). Protocol A and
+            ``--publish`` use the refit generator; protocol B's calibration treats validation classes as unseen, so
+            it measures the selection run's.
+        memory_mix: a fixed head-memory mix ``[gate, beta]`` instead of choosing one on validation classes (a refit
+            run takes its selection run's).
     """
 
     steps: int = 500
@@ -117,8 +125,20 @@ class TrainConfig:
     keep_checkpoints: int = 2
     log_every: int = 10
     select_on_validation: bool = True
+    refit: bool = False
+    memory_mix: list[float] | None = None
 
     def __post_init__(self) -> None:
+        if self.memory_mix is not None and not (
+            isinstance(self.memory_mix, (list, tuple))
+            and len(self.memory_mix) == 2
+            and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in self.memory_mix)
+            and math.isfinite(self.memory_mix[0])
+            and self.memory_mix[0] >= 0
+            and math.isfinite(self.memory_mix[1])
+            and self.memory_mix[1] > 0
+        ):
+            raise ValueError(f"train.memory_mix must be [gate >= 0, beta > 0] or null, got {self.memory_mix!r}")
         _positive("train", steps=self.steps, k_way=self.k_way, batch_size=self.batch_size)
         _positive("train", checkpoint_every=self.checkpoint_every, keep_checkpoints=self.keep_checkpoints)
         _positive("train", log_every=self.log_every)

@@ -76,25 +76,39 @@ def train_method(
     method: str,
     *,
     warm_start: Path | None = None,
+    refit_warm_start: Path | None = None,
     train_split: str | None = None,
     progress: bool = True,
-) -> tuple[Path, float]:
-    """Train (or resume, or reuse) one method's generator; returns its folder and its training wall time."""
-    from .training import train
+) -> tuple[Path, Path, float]:
+    """Train (or resume, or reuse) one method's generator, and its refit with ``train.refit``.
 
-    generator = folder / "generator"
-    if (generator / "config.json").is_file():
-        logger.info("reusing %s", generator)
-        return generator, training_seconds(folder)
-    result = train(
+    Returns:
+        The generator protocol A measures and ``--publish`` writes (the refit one with ``train.refit``; its warm start
+        ``refit_warm_start``, the selection run's ``warm_start``), the one chosen
+        on the validation classes (what protocol B measures: its calibration treats them as unseen), and their
+        training wall time together.
+    """
+    from .refit import REFIT_FOLDER, fit
+
+    selected, refit = fit(
         method_recipe(recipe, method, warm_start=warm_start, train_split=train_split),
         folder,
         fold=fold,
         head_only=method == "head_only",
+        reuse=True,
         progress=progress,
+        refit_init_from=refit_warm_start,
     )
-    assert result.generator_dir is not None  # train() ran every step
-    return result.generator_dir, training_seconds(folder)
+    seconds = training_seconds(folder) + training_seconds(folder / REFIT_FOLDER)
+    return refit or selected, selected, seconds
+
+
+def generator_folder(recipe: Recipe, runs: str | os.PathLike[str], fold: int, method: str | None = None) -> Path:
+    """Where ``reproduce`` leaves a fold's generator of ``method`` (default ``eval.publish``) that protocol A measured."""
+    from .refit import REFIT_FOLDER
+
+    folder = Path(runs) / f"fold{fold}" / (method or recipe.eval.publish)
+    return (folder / REFIT_FOLDER if recipe.train.refit else folder) / "generator"
 
 
 def training_seconds(folder: Path) -> float:
@@ -121,15 +135,24 @@ def _train_fold(
     train_split: str | None,
     progress: bool,
     timings: dict[str, float],
-) -> dict[str, Path]:
-    out: dict[str, Path] = {}
+) -> tuple[dict[str, Path], dict[str, Path]]:
+    """Each method's generator for protocol A (refit with ``train.refit``) and the one chosen on validation."""
+    final: dict[str, Path] = {}
+    selected: dict[str, Path] = {}
     for method in sorted(methods, key=METHODS.index):  # head_only first: the others warm-start from it
-        warm = out.get("head_only") if method != "head_only" else None
-        out[method], seconds = train_method(
-            recipe, root / method, fold, method, warm_start=warm, train_split=train_split, progress=progress
+        warm = (selected.get("head_only"), final.get("head_only")) if method != "head_only" else (None, None)
+        final[method], selected[method], seconds = train_method(
+            recipe,
+            root / method,
+            fold,
+            method,
+            warm_start=warm[0],
+            refit_warm_start=warm[1],
+            train_split=train_split,
+            progress=progress,
         )
         timings[f"train_{root.name}_{method}" if root.name == "gzsl" else f"train_{method}"] = seconds
-    return out
+    return final, selected
 
 
 def _methods_for(table: dict[str, list[int] | None] | None, fold: int, default: Sequence[str]) -> list[str]:
@@ -181,7 +204,7 @@ def reproduce_benchmark(
     for fold in folds:
         timings: dict[str, float] = {}
         log(f"fold {fold}: training {_methods_for(cfg.generators, fold, ('head_only', 'full'))}")
-        gens_a = _train_fold(
+        gens_a, selected = _train_fold(
             recipe,
             runs / f"fold{fold}",
             fold,
@@ -190,18 +213,19 @@ def reproduce_benchmark(
             progress,
             timings,
         )
+        # protocol B calibrates on validation classes as if unseen: its generators never trained on them (no refit)
         gens_b = (
             _train_fold(
-                recipe,
+                dataclasses.replace(recipe, train=dataclasses.replace(recipe.train, refit=False)),
                 runs / f"fold{fold}" / "gzsl",
                 fold,
                 _methods_for(cfg.gzsl_generators, fold, ()),
                 cfg.gzsl_train_split,
                 progress,
                 timings,
-            )
+            )[1]
             if emoji
-            else gens_a
+            else selected
         )
         split = load_split(recipe, fold)
         for size in sizes:
@@ -224,6 +248,10 @@ def reproduce_benchmark(
                 fit_b={s: images[size][s] for s in fit_b},
             )
             result["timings"].update(timings if size == recipe.data.img_size else {})
+            result["generators"] = {  # which folder each protocol measured (refit or chosen on validation)
+                protocol: {m: os.path.relpath(p, runs) for m, p in gens.items()}
+                for protocol, gens in zip(("protocol_a", "protocol_b"), generators, strict=True)
+            }
             per_size[size].append(result)
         payload = _write_reports(recipe, runs, per_size, images, log)  # after every fold: partial results survive
     text = json.dumps(recipe.to_dict(), indent=1)

@@ -54,12 +54,6 @@ def _lr_lambda(warmup: int, total: int):
     return factor
 
 
-def _atomic_dir(final: Path, write) -> None:
-    """Write a folder through a sibling temp folder and a rename: a failure never leaves a half-written one."""
-    with atomic_folder(final) as tmp:
-        write(tmp)
-
-
 def _init_from(adapter: LanguageConditionedAdapter, folder: str) -> None:
     """Copy every weight of a trained generator whose name and shape match (e.g. a head-only run's set encoder and
     head into a delta run); the others keep their initialisation."""
@@ -209,10 +203,10 @@ class _Run:
                 seed=cfg.seed,
                 device=self.accelerator.device,
             )
-        if adapter_cfg.memory and not self.data.validation:
+        if adapter_cfg.memory and not self.data.validation and cfg.memory_mix is None:
             raise ValueError(
                 "adapter.memory chooses how much the head recalls on validation classes, but this fold has none; "
-                "use a class split with validation classes or adapter.memory=false"
+                "use a class split with validation classes, set train.memory_mix, or adapter.memory=false"
             )
         if adapter_cfg.feature_norm == "center":
             features = self.seen_features()
@@ -343,12 +337,9 @@ class _Run:
     def save_best(self, score: float) -> None:
         """Keep the generator weights of the best validation score so far (``best/``), written atomically."""
         acc = self.accelerator
-
-        def write(tmp: Path) -> None:
+        with atomic_folder(self.output_dir / "best") as tmp:  # a failure never leaves a half-written folder
             save_file(acc.unwrap_model(self.model).state_dict(), tmp / "generator.safetensors")
             (tmp / "best.json").write_text(json.dumps({"step": self.step, "val_top1": score}, indent=2))
-
-        _atomic_dir(self.output_dir / "best", write)
 
     def save_checkpoint(self) -> None:
         acc, rank = self.accelerator, self.accelerator.process_index
@@ -374,7 +365,8 @@ class _Run:
                 (tmp / "trainer_state.json").write_text(json.dumps(state, indent=2))
                 write_rank_state(tmp)
 
-            _atomic_dir(final, write)
+            with atomic_folder(final) as tmp:
+                write(tmp)
         acc.wait_for_everyone()
         if not acc.is_main_process:
             write_rank_state(final)
@@ -487,7 +479,7 @@ def train(
             )
             logger.info("saving the step-%d generator (validation top-1 %.3f)", chosen["step"], chosen["val_top1"])
         if model.config.memory:
-            mix = calibrate_memory(model.generator.head, run.validation_top1)
+            mix = calibrate_memory(model.generator.head, run.validation_top1, fixed=cfg.memory_mix)
             with open(log_path, "a", encoding="utf-8") as f:
                 f.write(json.dumps(mix) + "\n")
         model.save_pretrained(final)  # atomic: written aside, then renamed
