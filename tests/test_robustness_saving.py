@@ -116,7 +116,8 @@ def _save(kind: str, versions, v: int, path: Path) -> None:
     elif kind.startswith("descriptions"):
         save_descriptions(descriptions[v], path)
     else:
-        training._atomic_dir(path, _checkpoint(adapters[v], v + 1))
+        with training.atomic_folder(path) as tmp:  # the writer training's checkpoints and best/ go through
+            _checkpoint(adapters[v], v + 1)(tmp)
 
 
 def _check_loads(kind: str, path: Path, versions, v: int) -> None:
