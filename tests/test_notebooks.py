@@ -52,15 +52,17 @@ def _quickstart(text: str) -> None:
     fashion = [r.split() for r in rows if r.split()[1] in ("Trouser", "Sandal", "Sneaker", "Bag")]
     if not fashion:  # only the documented fallback (no Fashion-MNIST on the machine) may skip the accuracy check
         assert {r.split()[1] for r in rows} <= {"cat", "coffee"}, text
+        assert "per-class rates skipped" in text, text
     else:  # Fashion-MNIST images of described classes: the published generator gets most of them
         right = [float(r[-1]) for r in fashion if r[1] == r[2]]
         assert len(right) >= 0.75 * len(fashion), text
-        # the classes it was trained on (fold 0: Sneaker is a validation class, never trained on) are all right, and
-        # its right answers are well above the 1-in-6 chance of the six described classes. Measured with the
-        # 6-class generator: 6 of 8 right (both sneakers called "Sandal"), confidence 0.38-1.00, mean 0.80
-        trained = [r for r in fashion if r[1] in ("Trouser", "Sandal", "Bag")]
-        assert trained and all(r[1] == r[2] for r in trained), text
-        assert min(right) > 2 / 6, text
+        assert min(right) > 2 / 6, text  # its right answers are well above the 1-in-6 chance of six classes
+        # the rates over 100 test images per class (fold 0's generator, refit on all four). Measured: Trouser 0.98,
+        # Sandal 0.61 (32 sandals called "cat"), Sneaker 1.00, Bag 0.99; mean 0.895. The shown rows: 7 of 8 right
+        rates = dict(re.findall(r"^(Trouser|Sandal|Sneaker|Bag)\s+100\s+(\d\.\d\d)\s", text, flags=re.M))
+        assert sorted(rates) == ["Bag", "Sandal", "Sneaker", "Trouser"], text
+        rates = {k: float(v) for k, v in rates.items()}
+        assert sum(rates.values()) / 4 >= 0.85 and min(rates.values()) >= 0.5, rates
 
 
 def _byo_backbone(text: str) -> None:
@@ -81,16 +83,21 @@ def _train(text: str) -> None:
 
 def _explain(text: str) -> None:
     assert "Sneaker: 'a sports shoe with laces and a thick rubber sole'" in text
-    assert re.search(r"agreement of gradient and occlusion \(Spearman rank correlation\): [+-]\d\.\d{3}", text)
-    if "mean over 4 image(s)" in text:  # Fashion-MNIST sneakers: the sharp objective, on which the methods agree
-        assert "disagree" not in text, text  # measured: Spearman +0.455
-    else:  # only the documented fallback (no Fashion-MNIST on the machine) may use the no-image objective
-        assert "objective (separation of the target's head row" in text, text
+    rho = re.search(r"agreement of gradient and occlusion \(Spearman rank correlation\): ([+-]\d\.\d{3})", text)
+    assert rho, text
+    assert ("the two methods disagree" in text) == (float(rho.group(1)) < 0.3), text  # warned exactly when below 0.3
     header = re.search(r"^word\s+gradient\s+occlusion\s+bar$", text, flags=re.M)
     assert header, text
-    table = text[header.end() :].splitlines()[1:9]
-    words = ["a", "sports", "shoe", "with", "laces", "and", "a", "thick"]
-    assert [line.split()[0] for line in table] == words, text
+    words = ["a", "sports", "shoe", "with", "laces", "and", "a", "thick", "rubber", "sole"]
+    table = [line.split() for line in text[header.end() :].splitlines()[1 : 1 + len(words)]]
+    assert [row[0] for row in table] == words, text
+    if "mean over 4 image(s)" in text:  # Fashion-MNIST sneakers: the sharp objective
+        # both methods name the same most important word. Measured with fold 0's refit generator (Sneaker trained):
+        # "sports" first by both, Spearman +0.176 (so the report warns); before the refit (Sneaker never trained on):
+        # +0.455
+        assert max(table, key=lambda row: float(row[1]))[0] == max(table, key=lambda row: float(row[2]))[0], text
+    else:  # only the documented fallback (no Fashion-MNIST on the machine) may use the no-image objective
+        assert "objective (separation of the target's head row" in text, text
 
 
 CASES: list[tuple[str, Callable[[str], None]]] = [
