@@ -12,7 +12,14 @@ import timm
 import torch
 from torch import Tensor, nn
 
-__all__ = ["PACKAGED_WEIGHTS", "create_backbone", "data_config", "feature_dim", "pooled_features"]
+__all__ = [
+    "PACKAGED_WEIGHTS",
+    "create_backbone",
+    "data_config",
+    "feature_dim",
+    "imagenet_classifier",
+    "pooled_features",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -125,3 +132,18 @@ def data_config(model: nn.Module, override: Mapping[str, Any] | None = None) -> 
     for key, value in (override or {}).items():
         out[key] = list(value) if isinstance(value, tuple) else value
     return out
+
+
+def imagenet_classifier(model: nn.Module) -> tuple[nn.Linear, list[str]]:
+    """The backbone's pretrained 1000-class ImageNet classifier and its classes' label descriptions (timm's, in the
+    classifier's row order): what the text-similarity baseline and a head's classifier memory read."""
+    from timm.data import ImageNetInfo
+
+    classifier = model.get_classifier() if hasattr(model, "get_classifier") else None
+    if not isinstance(classifier, nn.Linear) or classifier.out_features != 1000:
+        raise ValueError(
+            f"this needs the backbone's 1000-class ImageNet classifier (an nn.Linear with 1000 outputs), got "
+            f"{type(classifier).__name__ if classifier is not None else None}"
+            f"{f' with {classifier.out_features} outputs' if isinstance(classifier, nn.Linear) else ''}"
+        )
+    return classifier, list(ImageNetInfo().label_descriptions(detailed=True))

@@ -13,8 +13,8 @@ from .utils.checks import check_int, check_positive_int, reject_unknown_keys
 
 __all__ = ["CONFIG_VERSION", "DELTA_MODES", "FEATURE_NORMS", "AdapterConfig", "TargetSpec"]
 
-CONFIG_VERSION = "1.3"  # major bumps break loading; minor bumps only add fields with defaults (1.1: preprocessing,
-# 1.2: feature_norm, 1.3: memory)
+CONFIG_VERSION = "1.4"  # major bumps break loading; minor bumps only add fields with defaults (1.1: preprocessing,
+# 1.2: feature_norm, 1.3: memory, 1.4: classifier_memory)
 DELTA_MODES = ("core", "factors", "static", "none")
 FEATURE_NORMS = ("none", "center")  # what a generated head scores: see heads.HeadGenerator
 
@@ -49,6 +49,11 @@ class AdapterConfig:
             their text embeddings, mixed into each described class by text similarity (``heads.HeadGenerator``;
             needs ``feature_norm="center"``). Filled when training starts; the emitted head is still one linear layer.
         memory_size: prototypes in the memory, filled when training builds it (0 before).
+        classifier_memory: the head also recalls the backbone's own pretrained classifier (e.g. ImageNet's 1000
+            classes): each row's direction keyed by the text embedding of its label description, mixed in like the
+            memory (needs ``feature_norm="center"`` and a backbone with a 1000-class ImageNet classifier). Filled when
+            training starts.
+        classifier_memory_size: rows in that memory, filled when training builds it (0 before).
         text_dim, feature_dim, target_specs: filled from the text encoder and backbone when the adapter is built,
             so a saved generator can be rebuilt without loading either.
         preprocessing: how images are prepared for the backbone: ``input_size`` (3, H, W) the generator was trained
@@ -70,6 +75,8 @@ class AdapterConfig:
     feature_norm: str = "none"
     memory: bool = False
     memory_size: int = 0
+    classifier_memory: bool = False
+    classifier_memory_size: int = 0
     text_dim: int | None = None
     feature_dim: int | None = None
     target_specs: list[TargetSpec] | None = None
@@ -91,17 +98,19 @@ class AdapterConfig:
             raise ValueError(f"delta_mode must be one of {DELTA_MODES}, got {self.delta_mode!r}")
         if self.feature_norm not in FEATURE_NORMS:
             raise ValueError(f"feature_norm must be one of {FEATURE_NORMS}, got {self.feature_norm!r}")
-        if not isinstance(self.memory, bool):
-            raise ValueError(f"memory must be true or false, got {self.memory!r}")
-        if self.memory and self.feature_norm != "center":
-            raise ValueError(
-                f"memory=True needs feature_norm='center' (the prototypes live in the centred feature space), got "
-                f"feature_norm={self.feature_norm!r}"
-            )
-        if isinstance(self.memory_size, bool) or not isinstance(self.memory_size, int) or self.memory_size < 0:
-            raise ValueError(f"memory_size must be an int >= 0, got {self.memory_size!r}")
-        if self.memory_size and not self.memory:
-            raise ValueError(f"memory_size={self.memory_size} without memory=True")
+        for flag in ("memory", "classifier_memory"):
+            on, size = getattr(self, flag), getattr(self, f"{flag}_size")
+            if not isinstance(on, bool):
+                raise ValueError(f"{flag} must be true or false, got {on!r}")
+            if on and self.feature_norm != "center":
+                raise ValueError(
+                    f"{flag}=True needs feature_norm='center' (the prototypes live in the centred feature space), got "
+                    f"feature_norm={self.feature_norm!r}"
+                )
+            if isinstance(size, bool) or not isinstance(size, int) or size < 0:
+                raise ValueError(f"{flag}_size must be an int >= 0, got {size!r}")
+            if size and not on:
+                raise ValueError(f"{flag}_size={size} without {flag}=True")
         for name in ("rank", "d_model", "n_heads"):
             check_positive_int(name, getattr(self, name))
         check_int("n_layers", self.n_layers, minimum=0)

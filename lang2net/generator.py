@@ -189,6 +189,8 @@ class TaskGenerator(nn.Module):
             memory=config.memory,
             text_dim=config.text_dim,
             memory_size=config.memory_size,
+            classifier_memory=config.classifier_memory,
+            classifier_memory_size=config.classifier_memory_size,
         )
         self.deltas = (
             None

@@ -40,6 +40,13 @@ class HeadGenerator(nn.Module):
     new classes: measured, it generalised worse); they are chosen on validation classes after training (:meth:`set_memory_mix`; ``gate`` 0, no recall,
     until then). The emitted head is still one exact linear layer.
 
+    With a classifier memory (``classifier_memory=True``, :meth:`set_classifier_memory`; needs ``feature_norm="center"``)
+    the head also recalls the backbone's own pretrained classifier: its K rows (e.g. ImageNet's 1000 classes), keyed
+    by the text embeddings of their label descriptions. A row ``w`` scores ``w . x = sigma * w . z + w . mu`` for the
+    centred features ``z``, so its unit direction is a class direction in the centred space too. A class's direction
+    gets ``classifier_gate`` times the rows recalled with the same attention (``beta``), so "wallaby" borrows from
+    ImageNet's wallaby and "kangaroo" from both; the gate is chosen with the other mix on validation classes.
+
     Args:
         d_model: width of the class codes.
         feature_dim: width of the backbone's pooled features (timm ``num_features`` / ``head_hidden_size``).
@@ -49,6 +56,9 @@ class HeadGenerator(nn.Module):
         memory: give the head a memory of training-class prototypes (filled by :meth:`set_memory`).
         text_dim: width of the class embeddings (the memory's keys); needed with ``memory``.
         memory_size: prototypes the memory holds when built (a saved generator's; 0 until :meth:`set_memory`).
+        classifier_memory: give the head a memory of the backbone classifier's rows (filled by
+            :meth:`set_classifier_memory`); needs ``text_dim``.
+        classifier_memory_size: rows that memory holds when built (0 until :meth:`set_classifier_memory`).
     """
 
     def __init__(
@@ -61,16 +71,19 @@ class HeadGenerator(nn.Module):
         memory: bool = False,
         text_dim: int | None = None,
         memory_size: int = 0,
+        classifier_memory: bool = False,
+        classifier_memory_size: int = 0,
     ) -> None:
         super().__init__()
         if feature_norm not in FEATURE_NORMS:
             raise ValueError(f"feature_norm must be one of {FEATURE_NORMS}, got {feature_norm!r}")
-        if memory and (feature_norm != "center" or text_dim is None):
+        if (memory or classifier_memory) and (feature_norm != "center" or text_dim is None):
             raise ValueError(
                 "a head memory needs feature_norm='center' (prototypes live in the centred space) and text_dim, got "
                 f"feature_norm={feature_norm!r}, text_dim={text_dim!r}"
             )
         self.memory = memory
+        self.classifier_memory = classifier_memory
         self.feature_norm = feature_norm
         if init_scale is None:
             init_scale = 10.0 if feature_norm == "center" else 1.0
@@ -89,11 +102,22 @@ class HeadGenerator(nn.Module):
             self.register_buffer("memory_values", torch.zeros(memory_size, feature_dim))  # (m, f) unit prototypes
             self.register_buffer("memory_gate", torch.zeros(()))  # weight of the recall in the class direction
             self.register_buffer("memory_beta", torch.tensor(10.0))  # attention sharpness over the memory
+        if classifier_memory:
+            self.register_buffer("classifier_keys", torch.zeros(classifier_memory_size, text_dim or 0))  # (k, e)
+            self.register_buffer("classifier_values", torch.zeros(classifier_memory_size, feature_dim))  # (k, f) unit
+            self.register_buffer("classifier_gate", torch.zeros(()))  # weight of the recalled rows
+            if not memory:  # the two memories attend alike: one sharpness
+                self.register_buffer("memory_beta", torch.tensor(10.0))
 
     @property
     def memory_size(self) -> int:
         """Prototypes in the memory (0: none)."""
         return int(self.memory_keys.shape[0]) if self.memory else 0
+
+    @property
+    def classifier_memory_size(self) -> int:
+        """Classifier rows in the classifier memory (0: none)."""
+        return int(self.classifier_keys.shape[0]) if self.classifier_memory else 0
 
     @torch.no_grad()
     def set_feature_statistics(self, features: Tensor) -> None:
@@ -140,32 +164,92 @@ class HeadGenerator(nn.Module):
         self.memory_values = F.normalize(sums, dim=1).float().to(device)
 
     @torch.no_grad()
-    def set_memory_mix(self, gate: float, beta: float) -> None:
-        """How much of the recall enters each class direction (``gate`` >= 0; 0: none) and how sharply it attends
-        (``beta`` > 0)."""
-        if not self.memory:
+    def set_classifier_memory(self, keys: Tensor, weight: Tensor) -> None:
+        """Hold the backbone classifier's rows: ``keys`` (k, e) embeddings of their label descriptions, ``weight``
+        (k, f) the classifier's weight on raw pooled features (its bias is not used: only the directions are)."""
+        if not self.classifier_memory:
+            raise ValueError("this head has no classifier memory (AdapterConfig.classifier_memory=False)")
+        width = self.feature_mean.shape[0]
+        if keys.ndim != 2 or len(keys) < 2 or keys.shape[1] != self.classifier_keys.shape[1]:
+            raise ValueError(
+                f"classifier memory keys must be (k >= 2, {self.classifier_keys.shape[1]}) label embeddings, got "
+                f"{tuple(keys.shape)}"
+            )
+        if weight.shape != (len(keys), width):
+            raise ValueError(
+                f"classifier weight must be ({len(keys)}, {width}), one row per key, got {tuple(weight.shape)}"
+            )
+        if not bool(torch.isfinite(weight).all()) or not bool((weight.norm(dim=1) > 0).all()):
+            raise ValueError("classifier weight rows must be finite and non-zero")
+        device = self.feature_mean.device
+        self.classifier_keys = F.normalize(keys.detach().float(), dim=1).to(device)
+        self.classifier_values = F.normalize(weight.detach().float(), dim=1).to(device)
+
+    @torch.no_grad()
+    def set_memory_mix(self, gate: float, beta: float, classifier_gate: float = 0.0) -> None:
+        """How much of the recall enters each class direction (``gate`` >= 0; 0: none), how much of the recalled
+        classifier rows (``classifier_gate`` >= 0) and how sharply both attend (``beta`` > 0)."""
+        if not (self.memory or self.classifier_memory):
             raise ValueError("this head has no memory (AdapterConfig.memory=False)")
-        if not (math.isfinite(gate) and gate >= 0 and math.isfinite(beta) and beta > 0):
-            raise ValueError(f"memory mix needs a finite gate >= 0 and beta > 0, got gate={gate!r}, beta={beta!r}")
-        self.memory_gate.fill_(gate)
+        if not all(math.isfinite(v) and v >= 0 for v in (gate, classifier_gate)) or not (
+            math.isfinite(beta) and beta > 0
+        ):
+            raise ValueError(
+                f"memory mix needs finite gates >= 0 and beta > 0, got gate={gate!r}, beta={beta!r}, "
+                f"classifier_gate={classifier_gate!r}"
+            )
+        for name, value, present in (
+            ("gate", gate, self.memory),
+            ("classifier_gate", classifier_gate, self.classifier_memory),
+        ):
+            if value and not present:
+                raise ValueError(f"{name}={value!r} but this head has no such memory; valid: 0")
+        if self.memory:
+            self.memory_gate.fill_(gate)
+        if self.classifier_memory:
+            self.classifier_gate.fill_(classifier_gate)
         self.memory_beta.fill_(beta)
 
-    def recall(self, embeddings: Tensor) -> Tensor:
-        """embeddings (t, c, e) -> (t, c, f): each class's attention-weighted memory prototypes, re-normalised."""
-        keys = self.memory_keys.to(embeddings.dtype)
-        sim = F.normalize(embeddings, dim=-1) @ keys.T  # (t, c, m)
+    def recall(self, embeddings: Tensor, source: str = "memory") -> Tensor:
+        """embeddings (t, c, e) -> (t, c, f): each class's attention-weighted entries of a memory, re-normalised;
+        ``source`` "memory" (training-class prototypes) or "classifier" (the backbone classifier's rows)."""
+        if source not in ("memory", "classifier") or not getattr(
+            self, source if source == "memory" else "classifier_memory"
+        ):
+            raise ValueError(f"no {source!r} memory to recall from; valid: {self._sources()}")
+        keys, values = (
+            (self.memory_keys, self.memory_values)
+            if source == "memory"
+            else (self.classifier_keys, self.classifier_values)
+        )
+        sim = F.normalize(embeddings, dim=-1) @ keys.to(embeddings.dtype).T  # (t, c, m)
         attention = torch.softmax(sim * self.memory_beta.to(sim), dim=-1)
-        return F.normalize(attention @ self.memory_values.to(sim), dim=-1)
+        return F.normalize(attention @ values.to(sim), dim=-1)
+
+    def _sources(self) -> list[str]:
+        return [name for name, on in (("memory", self.memory), ("classifier", self.classifier_memory)) if on]
+
+    def _recalls(self) -> list[tuple[str, Tensor]]:
+        """The memories in use: (source, gate) with a non-zero gate and entries."""
+        pools = []
+        if self.memory_size and float(self.memory_gate) > 0:
+            pools.append(("memory", self.memory_gate))
+        if self.classifier_memory_size and float(self.classifier_gate) > 0:
+            pools.append(("classifier", self.classifier_gate))
+        return pools
 
     def forward(self, codes: Tensor, embeddings: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """codes (t, c, d) [embeddings (t, c, e)] -> weight (t, c, f), bias (t, c): the head on raw pooled features.
         A head whose memory is in use needs the class embeddings."""
         direction = F.normalize(self.weight_mlp(codes), dim=-1)  # (t, c, f)
-        if self.memory_size and float(self.memory_gate) > 0:
+        pools = self._recalls()
+        if pools:
             if embeddings is None:
-                raise ValueError("this head recalls training-class prototypes by text: pass the class embeddings")
-            recalled = self.recall(embeddings.to(direction.dtype))
-            direction = F.normalize(direction + self.memory_gate.to(direction) * recalled, dim=-1)
+                raise ValueError("this head recalls from its memory by text: pass the class embeddings")
+            mixed = direction
+            for source, gate in pools:
+                mixed = mixed + gate.to(direction) * self.recall(embeddings.to(direction.dtype), source)
+            direction = F.normalize(mixed, dim=-1)
         weight = direction * self.log_scale.exp()
         bias = self.bias_head(codes).squeeze(-1)  # (t, c)
         if self.feature_norm == "center":

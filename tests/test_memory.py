@@ -127,7 +127,7 @@ def test_memory_input_is_checked():
     with pytest.raises(ValueError, match=r"rows without any: \[1\]"):
         head.set_memory(_unit(3, TEXT_DIM, 0), torch.randn(3, width), torch.tensor([0, 2, 2]))
     for gate, beta in ((-1.0, 10.0), (1.0, 0.0), (float("nan"), 1.0)):
-        with pytest.raises(ValueError, match=r"memory mix needs a finite gate >= 0 and beta > 0"):
+        with pytest.raises(ValueError, match=r"memory mix needs finite gates >= 0 and beta > 0"):
             head.set_memory_mix(gate, beta)
     codes = torch.randn(1, 2, adapter.config.d_model)
     head(codes)  # gate 0: the recall is off and needs no embeddings
@@ -143,17 +143,21 @@ def _split(tmp_path):
     return str(path)
 
 
-def test_training_fills_the_memory_from_the_training_classes_and_picks_its_mix_on_validation(tmp_path):
-    """The saved memory holds one entry per training class (keys: their embeddings as inference computes them;
-    values: their images' unit centred mean directions); checkpoints keep the recall off (the head trains alone); the
-    saved mix is the best of the grid on the validation classes, logged with its score."""
-    adapter = {"feature_norm": "center", "memory": True}
+def _train_with_validation(tmp_path, adapter: dict):
+    """A 4-step head-only run of the tiny recipe with ``adapter`` settings on a split with validation classes."""
     path = _recipe(tmp_path, adapter, steps=4, feature_views=1, checkpoint_every=2)
     data = yaml.safe_load(path.read_text())
     data["data"]["split_file"] = _split(tmp_path)
     path.write_text(yaml.safe_dump(data))
     recipe = load_recipe(path)
-    result = train(recipe, tmp_path / "run", head_only=True, progress=False)
+    return recipe, train(recipe, tmp_path / "run", head_only=True, progress=False)
+
+
+def test_training_fills_the_memory_from_the_training_classes_and_picks_its_mix_on_validation(tmp_path):
+    """The saved memory holds one entry per training class (keys: their embeddings as inference computes them;
+    values: their images' unit centred mean directions); checkpoints keep the recall off (the head trains alone); the
+    saved mix is the best of the grid on the validation classes, logged with its score."""
+    recipe, result = _train_with_validation(tmp_path, {"feature_norm": "center", "memory": True})
     run = _Run(recipe, tmp_path / "again", 0, head_only=True)
     train_classes = run.data.seen
     assert sorted(run.data.validation) == [6, 7] and 6 not in train_classes

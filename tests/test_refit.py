@@ -98,7 +98,12 @@ def test_refit_refuses_what_it_cannot_do(tmp_path):
         refit_recipe(bare, tmp_path / "nothing", 0)
 
 
-@pytest.mark.parametrize("bad", [[1.0], [-1.0, 10.0], [1.0, 0.0], [float("nan"), 1.0], ["a", 1.0], [True, 1.0]])
+@pytest.mark.parametrize(
+    "bad",
+    [[1.0], [-1.0, 10.0], [1.0, 0.0], [float("nan"), 1.0], ["a", 1.0], [True, 1.0], [1.0, 10.0, float("inf")]],
+)
 def test_memory_mix_is_checked(bad):
-    with pytest.raises(ValueError, match=r"train.memory_mix must be \[gate >= 0, beta > 0\] or null, got"):
+    with pytest.raises(
+        ValueError, match=r"train.memory_mix must be \[gate >= 0, beta > 0\], \[gate, beta, classifier_gate"
+    ):
         TrainConfig(memory_mix=bad)

@@ -31,6 +31,7 @@ __all__ = [
 
 _CENTRED = {"center": " (scored centred and rescaled by training-image statistics folded into W and b)"}  # feature_norm
 _MEMORY = "; each class's vector also recalls {} training classes' mean features by text similarity"  # memory
+_CLASSIFIER = "; and the backbone's own {}-class classifier rows by the similarity of their label texts"  # its memory
 
 CARD_KEYS = ("intended_use", "example", "limits", "credits")  # a recipe's `card:` section
 ABOUT_KEYS = ("held_out", "results_table")  # what a publisher adds from its measured run
@@ -266,8 +267,7 @@ that size (`--img-size` overrides). Install: `{INSTALL}`."""
         'generated classifier\'s scores are relative to the classes you describe: it has no "none of these" answer.'
     )
     bottom = f"## Limits\n\n{limits + chr(10) + chr(10) if limits else ''}{gzsl}"
-    held = about.get("held_out")
-    if held:
+    if held := about.get("held_out"):
         names = ", ".join(str(c) for c in held)
         bottom += (
             f"\n\n<details><summary>The {len(held)} classes held out of training (its zero-shot test classes)"
@@ -349,7 +349,7 @@ print(predictions.labels, predictions.top(2))
 | text encoder | `{config.text_encoder}`, {config.text_dim}-d embeddings (frozen, referenced by name) |
 | targets | {len(specs)} layers ({", ".join(roles) or "none"}) |
 | delta mode, rank | `{config.delta_mode}`, {config.rank} |
-| head | one {config.feature_dim}-d weight vector and a bias per class, on the backbone's pooled features{_CENTRED.get(config.feature_norm, "")}{_MEMORY.format(config.memory_size) if config.memory else ""} |
+| head | one {config.feature_dim}-d weight vector and a bias per class, on the backbone's pooled features{_CENTRED.get(config.feature_norm, "")}{_MEMORY.format(config.memory_size) if config.memory else ""}{_CLASSIFIER.format(config.classifier_memory_size) if config.classifier_memory else ""} |
 | generator | {n_params:,} parameters in `model.safetensors`; `config.json` is its versioned config ({config.version}) |
 
 <details><summary>Adapted layers</summary>

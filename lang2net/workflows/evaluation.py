@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..adapter import LanguageConditionedAdapter
+from ..backbones import imagenet_classifier
 from ..utils.atomic import write_atomic
 from .metrics import per_class_topk, seen_unseen_curve
 
@@ -130,14 +131,8 @@ def generator_scorer(
 
 def text_similarity_scorer(backbone: nn.Module, encoder, descriptions: dict[str, list[str]], top_k: int = 10) -> Scorer:
     """ConSE zero-shot: ImageNet probabilities of the pretrained backbone, mixed over the top-k label embeddings."""
-    from timm.data import ImageNetInfo
-
-    classifier = backbone.get_classifier()
-    if not isinstance(classifier, nn.Linear) or classifier.out_features != 1000:
-        raise ValueError(
-            f"the text-similarity baseline needs the backbone's 1000-class ImageNet classifier, got {classifier}"
-        )
-    labels = encoder.encode(ImageNetInfo().label_descriptions(detailed=True))  # (1000, e), unit norm
+    _, label_texts = imagenet_classifier(backbone)
+    labels = encoder.encode(label_texts)  # (1000, e), unit norm
     class_emb = {c: encoder.encode_classes({c: descriptions[c]})[0] for c in descriptions}
 
     def score(images: Tensor, class_names: Sequence[str]) -> Tensor:

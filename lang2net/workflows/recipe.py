@@ -103,8 +103,8 @@ class TrainConfig:
             as the closed-form baselines refit on both (see ``lang2net.workflows.refit``). Protocol A and
             ``--publish`` use the refit generator; protocol B's calibration treats validation classes as unseen, so
             it measures the selection run's.
-        memory_mix: a fixed head-memory mix ``[gate, beta]`` instead of choosing one on validation classes (a refit
-            run takes its selection run's).
+        memory_mix: a fixed head-memory mix ``[gate, beta]`` (``[gate, beta, classifier_gate]`` with a classifier
+            memory) instead of choosing one on validation classes (a refit run takes its selection run's).
     """
 
     steps: int = 500
@@ -129,16 +129,18 @@ class TrainConfig:
     memory_mix: list[float] | None = None
 
     def __post_init__(self) -> None:
-        if self.memory_mix is not None and not (
-            isinstance(self.memory_mix, (list, tuple))
-            and len(self.memory_mix) == 2
-            and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in self.memory_mix)
-            and math.isfinite(self.memory_mix[0])
-            and self.memory_mix[0] >= 0
-            and math.isfinite(self.memory_mix[1])
-            and self.memory_mix[1] > 0
+        mix = self.memory_mix
+        if mix is not None and not (
+            isinstance(mix, (list, tuple))
+            and len(mix) in (2, 3)
+            and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in mix)
+            and mix[0] >= 0
+            and mix[1] > 0
+            and (len(mix) == 2 or mix[2] >= 0)
         ):
-            raise ValueError(f"train.memory_mix must be [gate >= 0, beta > 0] or null, got {self.memory_mix!r}")
+            raise ValueError(
+                f"train.memory_mix must be [gate >= 0, beta > 0], [gate, beta, classifier_gate >= 0] or null, got {mix!r}"
+            )
         _positive("train", steps=self.steps, k_way=self.k_way, batch_size=self.batch_size)
         _positive("train", checkpoint_every=self.checkpoint_every, keep_checkpoints=self.keep_checkpoints)
         _positive("train", log_every=self.log_every)

@@ -28,7 +28,7 @@ REFIT_FOLDER = "refit"
 
 def chosen_settings(recipe: Recipe, run_dir: str | Path) -> tuple[int, list[float] | None]:
     """What a finished selection run chose: its saved step (the best validation checkpoint's, else the last) and its
-    head-memory mix ``[gate, beta]`` (None without a memory), read from ``best/best.json`` and ``metrics.jsonl``."""
+    head-memory mix ``[gate, beta]`` (``[gate, beta, classifier_gate]`` with a classifier memory; None without a memory), read from ``best/best.json`` and ``metrics.jsonl``."""
     run_dir = Path(run_dir)
     if not (run_dir / "generator" / "config.json").is_file():
         raise FileNotFoundError(f"{run_dir} holds no finished run (generator/config.json): train it first")
@@ -41,9 +41,10 @@ def chosen_settings(recipe: Recipe, run_dir: str | Path) -> tuple[int, list[floa
     if metrics.is_file():
         for line in metrics.read_text(encoding="utf-8").splitlines():
             entry = json.loads(line)
-            if "memory_gate" in entry:
+            if "memory_beta" in entry:
                 mix = [float(entry["memory_gate"]), float(entry["memory_beta"])]
-    if recipe.adapter.memory and mix is None:
+                mix += [float(entry["classifier_gate"])] if "classifier_gate" in entry else []
+    if (recipe.adapter.memory or recipe.adapter.classifier_memory) and mix is None:
         raise ValueError(f"{run_dir} trained a head memory but logged no mix in metrics.jsonl")
     return steps, mix
 

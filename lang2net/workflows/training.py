@@ -20,7 +20,7 @@ from torch import Tensor
 from ..adapter import LanguageConditionedAdapter
 from ..utils.atomic import atomic_folder
 from .feature_bank import FeatureBank
-from .head_memory import calibrate_memory, fill_memory
+from .head_memory import calibrate_memory, fill_classifier_memory, fill_memory
 from .recipe import Recipe
 
 __all__ = ["EpisodeData", "TrainResult", "TrainingDiverged", "prepare_episode_data", "train"]
@@ -203,10 +203,11 @@ class _Run:
                 seed=cfg.seed,
                 device=self.accelerator.device,
             )
-        if adapter_cfg.memory and not self.data.validation and cfg.memory_mix is None:
+        memories = [f for f in ("memory", "classifier_memory") if getattr(adapter_cfg, f)]
+        if memories and not self.data.validation and cfg.memory_mix is None:
             raise ValueError(
-                "adapter.memory chooses how much the head recalls on validation classes, but this fold has none; "
-                "use a class split with validation classes, set train.memory_mix, or adapter.memory=false"
+                f"adapter.{memories[0]} chooses how much the head recalls on validation classes, but this fold has "
+                f"none; use a class split with validation classes, set train.memory_mix, or adapter.{memories[0]}=false"
             )
         if adapter_cfg.feature_norm == "center":
             features = self.seen_features()
@@ -216,6 +217,9 @@ class _Run:
                 labels = self.data.labels[torch.isin(self.data.labels, torch.tensor(seen))]  # seen_features' order
                 memory = fill_memory(self.adapter.generator.head, self.prototypes(seen), features, labels, seen)
                 self.adapter.config.memory_size = memory
+            if adapter_cfg.classifier_memory:  # the backbone's own classifier rows, keyed by their label texts
+                head, encoder = self.adapter.generator.head, self.adapter.text_encoder
+                self.adapter.config.classifier_memory_size = fill_classifier_memory(head, self.backbone, encoder)
         self.adapter.attach(self.backbone)
         rank = self.accelerator.process_index
         self.sampler = EpisodeSampler(
@@ -478,7 +482,7 @@ def train(
                 load_file(best / "generator.safetensors", device=_safetensors_device(acc.device)), strict=True
             )
             logger.info("saving the step-%d generator (validation top-1 %.3f)", chosen["step"], chosen["val_top1"])
-        if model.config.memory:
+        if model.config.memory or model.config.classifier_memory:
             mix = calibrate_memory(model.generator.head, run.validation_top1, fixed=cfg.memory_mix)
             with open(log_path, "a", encoding="utf-8") as f:
                 f.write(json.dumps(mix) + "\n")
