@@ -213,9 +213,7 @@ class HeadGenerator(nn.Module):
     def recall(self, embeddings: Tensor, source: str = "memory") -> Tensor:
         """embeddings (t, c, e) -> (t, c, f): each class's attention-weighted entries of a memory, re-normalised;
         ``source`` "memory" (training-class prototypes) or "classifier" (the backbone classifier's rows)."""
-        if source not in ("memory", "classifier") or not getattr(
-            self, source if source == "memory" else "classifier_memory"
-        ):
+        if source not in self._sources():
             raise ValueError(f"no {source!r} memory to recall from; valid: {self._sources()}")
         keys, values = (
             (self.memory_keys, self.memory_values)
