@@ -17,7 +17,7 @@ import torch
 from huggingface_hub import ModelCard, PyTorchModelHubMixin
 from torch import Tensor, nn
 
-from .backbones import create_backbone, data_config, feature_dim
+from .backbones import create_backbone, data_config, feature_dim, pooled_features
 from .config import AdapterConfig
 from .engine.injection import Injection, inject
 from .engine.lowrank import LowRankDelta
@@ -248,6 +248,20 @@ class LanguageConditionedAdapter(
                 self._backbone, self._injection, chosen, weight, bias, images, strategy="activation"
             )  # (b, c)
         return logits.masked_fill(~mask, float("-inf"))
+
+    def task_features(self, images: Tensor, class_embeddings: Tensor) -> Tensor:
+        """(b, f) pooled features of ``images`` (b, C, H, W) under the deltas written for one task (c, e): what the
+        head of :meth:`forward` reads (the attached backbone as it is for a head-only generator). The deltas do not
+        depend on a head memory's mix, so a sweep over mixes can compute these once (see ``head_memory``)."""
+        if self._backbone is None:
+            raise RuntimeError("call adapter.attach(backbone) before adapter.task_features(images, class_embeddings)")
+        if class_embeddings.ndim != 2:
+            raise ValueError(f"class_embeddings must be one task (c, e), got shape {tuple(class_embeddings.shape)}")
+        deltas = self.generator(class_embeddings[None])[0] if self.generator.deltas is not None else {}
+        if not deltas:
+            return pooled_features(self._backbone, images)
+        with self._injection.apply({n: d.select(0) for n, d in deltas.items()}, strategy="activation"):
+            return pooled_features(self._backbone, images)
 
     # Hub. The mixin's public save/load/push are kept in signature but routed through lang2net.io: saves are atomic
     # (the mixin writes in place) and loading is strict (the mixin decodes config.json leniently and loads weights

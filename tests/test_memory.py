@@ -193,6 +193,48 @@ def test_training_fills_the_memory_from_the_training_classes_and_picks_its_mix_o
     assert max(scores) == pytest.approx(mix["val_top1"]) and scores[0] == pytest.approx(mix["without_memory"])
 
 
+def test_a_mix_sweep_reuses_the_validation_features_under_the_deltas(tmp_path):
+    """The memory calibration scores every mix on features computed once: under the deltas written for the validation
+    task (which the mix does not change) they give the scores a full pass through the adapted backbone gives."""
+    from lang2net.heads import head_logits
+
+    recipe, _ = _train_with_validation(tmp_path, {"feature_norm": "center", "memory": True})
+    run = _Run(recipe, tmp_path / "full", 0, head_only=False)
+    adapter = run.adapter
+    with torch.no_grad():  # deltas that change the features (a fresh generator writes zero deltas)
+        for param in adapter.generator.deltas.parameters():
+            param.add_(torch.randn_like(param) * 0.2)
+    prototypes = run.prototypes(run.data.validation)
+    x = torch.randn(3, 3, 32, 32)
+    features = adapter.task_features(x, prototypes)
+    _, weight, bias = adapter.generator(prototypes[None])
+    assert torch.allclose(head_logits(features, weight[0], bias[0]), adapter(x, prototypes), atol=1e-5)
+    plain = adapter.task_features(x, prototypes)
+    adapter.generator.deltas = None  # the same generator without deltas reads the backbone as it is
+
+    assert torch.allclose(adapter.task_features(x, prototypes), pooled_features(adapter.backbone, x))
+    assert not torch.allclose(plain, pooled_features(adapter.backbone, x), atol=1e-3)
+    run = _Run(recipe, tmp_path / "full2", 0, head_only=False)
+    with torch.no_grad():
+        for param in run.adapter.generator.deltas.parameters():
+            param.add_(torch.randn_like(param, generator=torch.Generator().manual_seed(param.numel())) * 0.2)
+    cache: dict = {}
+    scores = []
+    for gate, beta in [
+        (0.0, MEMORY_BETAS[0]),
+        (MEMORY_GATES[-1], MEMORY_BETAS[-1]),
+        (MEMORY_GATES[1], MEMORY_BETAS[1]),
+    ]:
+        run.adapter.generator.head.set_memory_mix(gate, beta)
+        scores.append(run.validation_top1(cache))
+        assert scores[-1] == run.validation_top1()  # a full pass through the adapted backbone
+    assert cache["features"].shape[1] == run.adapter.config.feature_dim
+    with pytest.raises(RuntimeError, match=r"attach\(backbone\)"):
+        LanguageConditionedAdapter(recipe.adapter).task_features(x, prototypes)
+    with pytest.raises(ValueError, match=r"one task \(c, e\)"):
+        run.adapter.task_features(x, prototypes[None])
+
+
 def test_memory_needs_validation_classes(tmp_path):
     recipe = load_recipe(_recipe(tmp_path, {"feature_norm": "center", "memory": True}, steps=2))
     split = tmp_path / "split.json"  # the packaged digits folds name validation classes; this one has none

@@ -301,7 +301,7 @@ def test_a_centring_head_records_the_training_classes_feature_statistics(tmp_pat
     classes' images (no validation or unseen class), the same on the image path and on a feature bank."""
     from lang2net.backbones import pooled_features
     from lang2net.data import to_backbone_input
-    from lang2net.workflows.training import prepare_episode_data
+    from lang2net.workflows.episode_data import prepare_episode_data
 
     recipe = load_recipe(_recipe(tmp_path, {"feature_norm": "center"}, steps=3))
     images = train(recipe, tmp_path / "images", head_only=True, progress=False)

@@ -10,9 +10,10 @@ import pytest
 import yaml
 from PIL import Image
 
+from lang2net.workflows.episode_data import load_recipe_data
 from lang2net.workflows.evaluation import evaluate_fold, write_report
 from lang2net.workflows.recipe import load_recipe
-from lang2net.workflows.training import load_recipe_data, train
+from lang2net.workflows.training import train
 
 COLOURS = {
     "red": (220, 30, 30), "green": (30, 180, 40), "blue": (30, 60, 220), "yellow": (240, 220, 30),

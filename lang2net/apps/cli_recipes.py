@@ -36,6 +36,12 @@ def _add_train(sub) -> None:
     p.add_argument("--head-only", action="store_true", help="train the head-only baseline (no backbone deltas)")
     p.add_argument("--steps", type=int, help="override train.steps")
     p.add_argument("--no-resume", action="store_true", help="ignore checkpoints already in --output")
+    p.add_argument(
+        "--feature-store",
+        metavar="DIR",
+        help="folder keeping the frozen backbone's features of training images between runs (default OUTPUT/features; "
+        "a reproduce runs folder's features/ shares them with its runs)",
+    )
     p.set_defaults(func=_run_train)
 
 
@@ -46,7 +52,10 @@ def _run_train(args) -> int:
     recipe = _recipe(args)
     if args.steps is not None:
         recipe = override_recipe(recipe, [f"train.steps={args.steps}"])
-    selected, refit = fit(recipe, args.output, fold=args.fold, head_only=args.head_only, resume=not args.no_resume)
+    store = Path(args.feature_store) if args.feature_store else Path(args.output) / "features"
+    selected, refit = fit(
+        recipe, args.output, fold=args.fold, head_only=args.head_only, resume=not args.no_resume, feature_store=store
+    )
     if refit is not None:
         print(f"chosen on the validation classes: {selected}; refit on training + validation classes:")
     print(f"generator saved to {refit or selected}")
@@ -78,9 +87,9 @@ def _run_eval(args) -> int:
 
 def evaluate_runs(recipe, runs: Path, folds: Sequence[int] | None, output: Path | None) -> dict:
     """Evaluate every fold's trained generators (full and head-only) plus the baselines; write the report."""
+    from ..workflows.episode_data import load_recipe_data
     from ..workflows.evaluation import evaluate_fold, write_report
     from ..workflows.reproduce import generator_folder
-    from ..workflows.training import load_recipe_data
 
     if folds is None:
         folds = sorted(int(p.name[4:]) for p in runs.glob("fold*") if p.name[4:].isdigit())
@@ -118,8 +127,8 @@ def _add_reproduce(sub) -> None:
 
 
 def _run_reproduce(args) -> int:
+    from ..workflows.episode_data import count_folds
     from ..workflows.reproduce import generator_folder, publish_benchmark, reproduce_benchmark
-    from ..workflows.training import count_folds
 
     recipe = _recipe(args)
     runs = Path(args.runs or Path("runs") / recipe.name)

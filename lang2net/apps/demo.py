@@ -82,7 +82,7 @@ def _emoji(adapter_path: str, recipe, describe, out: Path, fold: int, grid_size:
 
 
 def load_split_names(recipe, fold: int) -> list[str]:
-    from ..workflows.training import load_split
+    from ..workflows.episode_data import load_split
 
     return list(load_split(recipe, fold).unseen)
 

@@ -47,7 +47,7 @@ def run_emoji_demo(
     from ..adapter import LanguageConditionedAdapter
     from ..workflows.benchmark import FeatureCache, run_benchmark
     from ..workflows.benchmark_report import emoji_categories, write_benchmark_report
-    from ..workflows.training import load_recipe_data, load_split
+    from ..workflows.episode_data import load_recipe_data, load_split
 
     styles = {s: load_recipe_data(recipe, s, None) for s in ("twitter", "google")}
     adapter = LanguageConditionedAdapter.from_pretrained(adapter_path)

@@ -167,7 +167,7 @@ def evaluate_fold(
     """
     from ..backbones import data_config as backbone_data_config
     from ..data import to_backbone_input
-    from .training import load_recipe_data, load_split
+    from .episode_data import load_recipe_data, load_split
 
     d = recipe.data
     if test is None:  # the recipe's test split, decoded once at its image size (image folders, split files included)

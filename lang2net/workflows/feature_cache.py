@@ -24,7 +24,7 @@ from ..utils.atomic import write_atomic
 if TYPE_CHECKING:
     from ..adapter import LanguageConditionedAdapter
 
-__all__ = ["CACHE_FORMAT", "FeatureCache"]
+__all__ = ["CACHE_FORMAT", "FeatureCache", "state_digest"]
 
 logger = logging.getLogger(__name__)
 
@@ -35,6 +35,15 @@ def _slug(text: str) -> str:
     """A file-name-safe form of ``text``; a short hash is appended when characters were replaced or cut."""
     safe = re.sub(r"[^A-Za-z0-9._-]+", "_", text)[:40]
     return safe if safe == text else f"{safe}-{hashlib.sha256(text.encode()).hexdigest()[:8]}"
+
+
+def state_digest(module: nn.Module) -> str:
+    """SHA-256 of ``module``'s state dict: names and exact values."""
+    digest = hashlib.sha256()
+    for name, tensor in module.state_dict().items():
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy())
+    return digest.hexdigest()
 
 
 @dataclass(eq=False)
@@ -100,11 +109,7 @@ class FeatureCache:
     @functools.cached_property
     def weights_digest(self) -> str:
         """SHA-256 of the backbone's state dict (so that two "random" backbones never share a cache file)."""
-        digest = hashlib.sha256()
-        for name, tensor in self.backbone.state_dict().items():
-            digest.update(name.encode())
-            digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy())
-        return digest.hexdigest()
+        return state_digest(self.backbone)
 
     def fingerprint(self, data: LabeledImages, img_size: int) -> str:
         """SHA-256 of the backbone weights, images, labels, image size and normalisation."""

@@ -16,8 +16,9 @@ import logging
 from pathlib import Path
 
 from ..utils.atomic import write_atomic
+from .episode_data import load_split
 from .recipe import Recipe
-from .training import load_split, train
+from .training import train
 
 __all__ = ["REFIT_FOLDER", "chosen_settings", "fit", "refit_recipe"]
 
@@ -93,11 +94,12 @@ def fit(
     reuse: bool = False,
     progress: bool = True,
     refit_init_from: str | Path | None = None,
+    feature_store: str | Path | None = None,
 ) -> tuple[Path, Path | None]:
     """Train a run, then its refit run when ``recipe.train.refit``; returns both generator folders (the refit's None
     without ``train.refit``). ``resume``: continue each run from its newest checkpoint (see :func:`train`);
     ``reuse``: a folder that already holds a finished generator is taken as it is. ``refit_init_from``: the refit run's
-    warm start (default the recipe's ``train.init_from``)."""
+    warm start (default the recipe's ``train.init_from``); ``feature_store``: see :func:`train`."""
     output_dir = Path(output_dir)
 
     def run(r: Recipe, folder: Path) -> Path:
@@ -105,7 +107,9 @@ def fit(
         if reuse and (generator / "config.json").is_file():
             logger.info("reusing %s", generator)
             return generator
-        result = train(r, folder, fold=fold, head_only=head_only, resume=resume, progress=progress)
+        result = train(
+            r, folder, fold=fold, head_only=head_only, resume=resume, progress=progress, feature_store=feature_store
+        )
         assert result.generator_dir is not None  # train() ran every step
         return result.generator_dir
 

@@ -79,6 +79,7 @@ def train_method(
     refit_warm_start: Path | None = None,
     train_split: str | None = None,
     progress: bool = True,
+    feature_store: Path | None = None,
 ) -> tuple[Path, Path, float]:
     """Train (or resume, or reuse) one method's generator, and its refit with ``train.refit``.
 
@@ -98,6 +99,7 @@ def train_method(
         reuse=True,
         progress=progress,
         refit_init_from=refit_warm_start,
+        feature_store=feature_store,
     )
     seconds = training_seconds(folder) + training_seconds(folder / REFIT_FOLDER)
     return refit or selected, selected, seconds
@@ -135,8 +137,10 @@ def _train_fold(
     train_split: str | None,
     progress: bool,
     timings: dict[str, float],
+    feature_store: Path,
 ) -> tuple[dict[str, Path], dict[str, Path]]:
-    """Each method's generator for protocol A (refit with ``train.refit``) and the one chosen on validation."""
+    """Each method's generator for protocol A (refit with ``train.refit``) and the one chosen on validation; the runs
+    share the frozen backbone's features of training images through ``feature_store``."""
     final: dict[str, Path] = {}
     selected: dict[str, Path] = {}
     for method in sorted(methods, key=METHODS.index):  # head_only first: the others warm-start from it
@@ -150,6 +154,7 @@ def _train_fold(
             refit_warm_start=warm[1],
             train_split=train_split,
             progress=progress,
+            feature_store=feature_store,
         )
         timings[f"train_{root.name}_{method}" if root.name == "gzsl" else f"train_{method}"] = seconds
     return final, selected
@@ -174,7 +179,7 @@ def reproduce_benchmark(
     from ..data.emoji import split_styles
     from .benchmark import FeatureCache, run_benchmark
     from .benchmark_report import emoji_categories
-    from .training import load_recipe_data, load_split
+    from .episode_data import load_recipe_data, load_split
 
     emoji = recipe.data.dataset == "emoji"
     cfg = recipe.eval
@@ -212,6 +217,7 @@ def reproduce_benchmark(
             None,
             progress,
             timings,
+            runs / "features",
         )
         # protocol B calibrates on validation classes as if unseen: its generators never trained on them (no refit)
         gens_b = (
@@ -223,6 +229,7 @@ def reproduce_benchmark(
                 cfg.gzsl_train_split,
                 progress,
                 timings,
+                runs / "features",
             )[1]
             if emoji
             else selected
@@ -303,7 +310,7 @@ def publish_benchmark(
     """
     from ..adapter import LanguageConditionedAdapter
     from .benchmark_report import markdown_report
-    from .training import load_split
+    from .episode_data import load_split
 
     adapter = LanguageConditionedAdapter.from_pretrained(os.fspath(generator_dir))
     fold_no = next((int(p.name[4:]) for p in Path(generator_dir).parents if p.name.startswith("fold")), None)

@@ -18,12 +18,14 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor
 
 from ..adapter import LanguageConditionedAdapter
+from ..heads import head_logits
 from ..utils.atomic import atomic_folder
+from .episode_data import prepare_episode_data
 from .feature_bank import FeatureBank
 from .head_memory import calibrate_memory, fill_classifier_memory, fill_memory
 from .recipe import Recipe
 
-__all__ = ["EpisodeData", "TrainResult", "TrainingDiverged", "prepare_episode_data", "train"]
+__all__ = ["TrainResult", "TrainingDiverged", "train"]
 
 logger = logging.getLogger(__name__)
 
@@ -74,89 +76,9 @@ def _checkpoints(output_dir: Path) -> list[Path]:
     return sorted(found, key=lambda p: int(p.name[5:]))  # stray folders (step_old, ...) are not checkpoints
 
 
-# data for episodes
-
-
-@dataclass
-class EpisodeData:
-    """Everything an episode needs, prepared once: images, labels, seen classes and every paraphrase's embedding."""
-
-    images: Tensor  # uint8 (N, H, W[, 3])
-    labels: Tensor  # (N,)
-    seen: list[int]  # class indices usable in episodes
-    paraphrases: list[Tensor]  # per class: (P_c, e) embeddings of its descriptions ((0, e) outside the fold)
-    data_config: dict
-    img_size: int
-    validation: list[int] = dataclasses.field(default_factory=list)  # held-out seen classes, for model selection
-
-
-def _splits(recipe: Recipe):
-    from ..data import class_splits, load_split_file
-
-    d = recipe.data
-    if d.split_file is not None:
-        return load_split_file(d.split_file)
-    if d.dataset == "imagefolder":
-        raise ValueError("imagefolder training needs seen/unseen classes: set data.split_file to a class-split JSON")
-    return class_splits(d.dataset)
-
-
 def _safetensors_device(device: torch.device) -> str:
     """safetensors names devices "cpu" or "cuda:0"; accelerate's CPU processes report "cpu:0", which it refuses."""
     return "cpu" if device.type == "cpu" else str(device)
-
-
-def count_folds(recipe: Recipe) -> int:
-    """How many folds the recipe's class split has."""
-    return len(_splits(recipe))
-
-
-def load_split(recipe: Recipe, fold: int):
-    """The recipe's class split for ``fold``: its split file, else the one shipped for its dataset."""
-    d = recipe.data
-    splits = _splits(recipe)
-    if not 0 <= fold < len(splits):
-        raise ValueError(f"fold {fold} does not exist for {d.split_file or d.dataset}: folds 0..{len(splits) - 1}")
-    return splits[fold]
-
-
-def load_recipe_data(recipe: Recipe, split: str, limit_per_class: int | None):
-    """A split of the recipe's dataset, decoded once at the recipe's image size where the loader can."""
-    from ..data import DATASETS, load_dataset
-
-    d = recipe.data
-    sized = "img_size" in DATASETS[d.dataset].options if d.dataset in DATASETS else False
-    return load_dataset(
-        d.dataset,
-        split,
-        root=d.root,
-        descriptions=d.descriptions,
-        limit_per_class=limit_per_class,
-        seed=recipe.train.seed,
-        **({"img_size": d.img_size} if sized else {}),
-    )
-
-
-def prepare_episode_data(recipe: Recipe, adapter: LanguageConditionedAdapter, backbone, fold: int) -> EpisodeData:
-    """Load the training split, keep the fold's training classes (seen minus validation), and embed every description
-    once (text model frozen)."""
-    from ..data import validate_split
-
-    d = recipe.data
-    train = load_recipe_data(recipe, d.train_split, d.limit_per_class)
-    split = load_split(recipe, fold)
-    validate_split(split, train.descriptions)
-    classes = split.train_classes
-    if recipe.train.k_way > len(classes):
-        raise ValueError(f"train.k_way={recipe.train.k_way} exceeds the {len(classes)} training classes of fold {fold}")
-    seen = [train.class_names.index(c) for c in classes]
-    validation = [train.class_names.index(c) for c in split.validation]
-    encoder = adapter.text_encoder
-    used = set(classes) | set(split.validation)  # only the fold's classes are ever drawn or scored: encode those
-    empty = torch.empty(0, adapter.config.text_dim)
-    paraphrases = [encoder.encode(train.descriptions[c]) if c in used else empty for c in train.class_names]
-    config = dict(adapter.config.preprocessing)
-    return EpisodeData(train.images, train.labels, seen, paraphrases, config, d.img_size, validation)
 
 
 # the loop
@@ -165,7 +87,9 @@ def prepare_episode_data(recipe: Recipe, adapter: LanguageConditionedAdapter, ba
 class _Run:
     """One training run's state: the pieces accelerate prepares plus the episode and paraphrase generators."""
 
-    def __init__(self, recipe: Recipe, output_dir: Path, fold: int, head_only: bool) -> None:
+    def __init__(
+        self, recipe: Recipe, output_dir: Path, fold: int, head_only: bool, feature_store: Path | None = None
+    ) -> None:
         from accelerate import Accelerator
         from accelerate.utils import DistributedDataParallelKwargs
 
@@ -179,7 +103,7 @@ class _Run:
             # head-only generators never use the task code that the delta queries read
             kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=head_only)],
         )
-        self.recipe, self.output_dir, self.fold = recipe, output_dir, fold
+        self.recipe, self.output_dir, self.fold, self.feature_store = recipe, output_dir, fold, feature_store
         torch.manual_seed(cfg.seed)  # identical initial weights on every process
         adapter_cfg = dataclasses.replace(recipe.adapter, delta_mode="none") if head_only else recipe.adapter
         size = recipe.data.img_size  # the generator records the input size it is trained at
@@ -202,6 +126,7 @@ class _Run:
                 augment=cfg.augment,
                 seed=cfg.seed,
                 device=self.accelerator.device,
+                store=feature_store,
             )
         memories = [f for f in ("memory", "classifier_memory") if getattr(adapter_cfg, f)]
         if memories and not self.data.validation and cfg.memory_mix is None:
@@ -248,6 +173,7 @@ class _Run:
             augment=0.0,
             seed=self.recipe.train.seed,
             device=self.accelerator.device,
+            store=self.feature_store,
         )
         return bank.plain(torch.arange(len(index)))
 
@@ -306,8 +232,10 @@ class _Run:
         return prototypes
 
     @torch.no_grad()
-    def validation_top1(self) -> float | None:
-        """Per-class mean zero-shot top-1 over all validation classes at once (None without validation classes)."""
+    def validation_top1(self, cache: dict[str, Tensor] | None = None) -> float | None:
+        """Per-class mean zero-shot top-1 over all validation classes at once (None without validation classes).
+        With ``cache`` (a dict the caller keeps) the images' features under the validation task's deltas, which a
+        head memory's mix does not change, are computed on the first call and reused: a mix sweep scores heads only."""
         from ..data import to_backbone_input
 
         classes = self.data.validation
@@ -320,17 +248,23 @@ class _Run:
         targets = position[self.data.labels[index]]
         model, device = self.accelerator.unwrap_model(self.model), self.accelerator.device
         model.eval()
-        predictions = []
-        for chunk in index.split(256):
-            if self.bank is not None:
-                images = self.bank.plain(chunk)
-            else:
-                images = to_backbone_input(self.data.images[chunk], self.data.data_config, self.data.img_size)
-            with self.accelerator.autocast():
-                logits = model(images.to(device), prototypes.to(device), pooled=self.bank is not None)
-                predictions.append(logits.argmax(-1).cpu())
+        features = (cache or {}).get("features")
+        with self.accelerator.autocast():
+            if features is None:
+                chunks = []
+                for chunk in index.split(256):
+                    if self.bank is not None:
+                        chunks.append(self.bank.plain(chunk).to(device))
+                    else:
+                        x = to_backbone_input(self.data.images[chunk], self.data.data_config, self.data.img_size)
+                        chunks.append(model.task_features(x.to(device), prototypes.to(device)))
+                features = torch.cat(chunks)
+            if cache is not None:
+                cache["features"] = features
+            _, weight, bias = model.generator(prototypes[None].to(device))
+            predictions = head_logits(features.to(weight.dtype), weight[0], bias[0]).argmax(-1).cpu()
         model.train()
-        hits = (torch.cat(predictions) == targets).float()
+        hits = (predictions == targets).float()
         per_class = torch.zeros(len(classes)).index_add_(0, targets, hits) / torch.bincount(
             targets, minlength=len(classes)
         )
@@ -421,6 +355,7 @@ def train(
     resume: bool = True,
     progress: bool = True,
     stop_after: int | None = None,
+    feature_store: str | os.PathLike | None = None,
 ) -> TrainResult:
     """Meta-train a generator on the seen classes of one fold and save it as a Hub-ready folder.
 
@@ -433,6 +368,7 @@ def train(
         resume: continue from the newest checkpoint in ``output_dir`` if there is one.
         progress: show a progress bar with loss and episode accuracy (main process only).
         stop_after: stop (with a checkpoint) after this many steps in this call, e.g. to test resuming.
+        feature_store: a folder sharing the frozen backbone's plain features of training images between runs.
 
     Returns:
         The generator folder (``output_dir/generator``, None when stopped early) and the trained generator itself
@@ -440,7 +376,7 @@ def train(
     """
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    run = _Run(recipe, output_dir, fold, head_only)
+    run = _Run(recipe, output_dir, fold, head_only, Path(feature_store) if feature_store is not None else None)
     acc, cfg = run.accelerator, recipe.train
     existing = _checkpoints(output_dir) if resume else []
     if existing:
@@ -483,7 +419,8 @@ def train(
             )
             logger.info("saving the step-%d generator (validation top-1 %.3f)", chosen["step"], chosen["val_top1"])
         if model.config.memory or model.config.classifier_memory:
-            mix = calibrate_memory(model.generator.head, run.validation_top1, fixed=cfg.memory_mix)
+            cache: dict[str, Tensor] = {}  # the validation features, computed once for every mix
+            mix = calibrate_memory(model.generator.head, lambda: run.validation_top1(cache), fixed=cfg.memory_mix)
             with open(log_path, "a", encoding="utf-8") as f:
                 f.write(json.dumps(mix) + "\n")
         model.save_pretrained(final)  # atomic: written aside, then renamed
