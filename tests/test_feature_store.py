@@ -141,4 +141,6 @@ def test_runs_sharing_a_store_train_exactly_as_without(tmp_path, caplog):
     assert one.keys() == two.keys() and all(torch.equal(one[k], two[k]) for k in one)
     reference = _weights(alone.generator_dir)
     assert all(torch.allclose(one[k], reference[k], atol=1e-4) for k in one)
-    assert full.generator_dir is not None
+    centred = _weights(full.generator_dir)  # the delta run's centring statistics: the same stored features
+    for key in ("generator.head.feature_mean", "generator.head.feature_scale"):
+        assert torch.equal(centred[key], one[key])
