@@ -37,6 +37,11 @@ class AdapterConfig:
         delta_mode: "core" (learned per-target bases, generated r x r core: few parameters), "factors" (A and B
             generated directly from the task), "static" (deltas learned once, the same for every task: no text in
             them; a control) or "none" (head only: the N3 baseline without deltas).
+        delta_norm: layer-normalise each target query's state before the layer that writes its deltas, and bound a
+            "core" by its norm instead of entry by entry (``generator.DeltaGenerator``). Without it, a delta run on
+            the emoji head with memories drove the state's norm to about 250, every core entry's tanh saturated at
+            its bound, and the deltas no longer depended on the task ("full" was "static" in all but name). False
+            keeps the behaviour of generators saved before it existed.
         d_model: width of the set encoder and of the target queries.
         n_layers: set-encoder layers (self-attention over classes, no positions: permutation equivariant); 0: per-class
             codes, each class encoded on its own.
@@ -68,6 +73,7 @@ class AdapterConfig:
     targets: str | list[str] = "auto"
     rank: int = 8
     delta_mode: str = "core"
+    delta_norm: bool = False
     d_model: int = 256
     n_layers: int = 2
     n_heads: int = 4
@@ -98,6 +104,8 @@ class AdapterConfig:
             raise ValueError(f"delta_mode must be one of {DELTA_MODES}, got {self.delta_mode!r}")
         if self.feature_norm not in FEATURE_NORMS:
             raise ValueError(f"feature_norm must be one of {FEATURE_NORMS}, got {self.feature_norm!r}")
+        if not isinstance(self.delta_norm, bool):
+            raise ValueError(f"delta_norm must be true or false, got {self.delta_norm!r}")
         for flag in ("memory", "classifier_memory"):
             on, size = getattr(self, flag), getattr(self, f"{flag}_size")
             if not isinstance(on, bool):

@@ -82,10 +82,20 @@ class DeltaGenerator(nn.Module):
         "static": "core" with the task's codes replaced by zeros: deltas learned once and shared by every task, with
             no text in them (the control that tells adaptation written from language from plain domain tuning).
     Either way the part that depends on the task starts at zero, so an untrained generator emits zero deltas.
+    ``norm`` (``AdapterConfig.delta_norm``) layer-normalises each query's state before the layer that writes its
+    deltas, and bounds a core by its Frobenius norm, ``C = b z / sqrt(1 + ||z||^2 / r^2)``, instead of entry by entry
+    with tanh: a core pushed to its bound keeps the direction of ``z``, so the deltas still depend on the task.
     """
 
     def __init__(
-        self, specs: Sequence[Target], d_model: int, n_heads: int, rank: int, mode: str, core_bound: float = 0.1
+        self,
+        specs: Sequence[Target],
+        d_model: int,
+        n_heads: int,
+        rank: int,
+        mode: str,
+        core_bound: float = 0.1,
+        norm: bool = False,
     ) -> None:
         super().__init__()
         if mode not in ("core", "factors", "static"):
@@ -113,6 +123,8 @@ class DeltaGenerator(nn.Module):
         self.mlp = nn.Sequential(
             nn.LayerNorm(d_model), nn.Linear(d_model, 2 * d_model), nn.GELU(), nn.Linear(2 * d_model, d_model)
         )
+        self.norm = nn.LayerNorm(d_model) if norm else nn.Identity()
+        self.radial = norm
         if mode == "core":
             self.U = nn.ParameterList(
                 [nn.Parameter(torch.randn(s.out_features, rank) / math.sqrt(rank)) for s in self.specs]
@@ -151,11 +163,15 @@ class DeltaGenerator(nn.Module):
         pad = torch.cat([torch.zeros_like(mask[:, :1]), ~mask], dim=1)
         h, _ = self.cross(q, keys, keys, key_padding_mask=pad, need_weights=False)
         h = h + q
-        h = h + self.mlp(h)  # (t, q, d)
+        h = self.norm(h + self.mlp(h))  # (t, q, d)
         if self.mode == "core":
             # bounded cores and unit-norm bases keep ||B @ A||_2 <= rank * core_bound, whatever the task: unbounded deltas
             # can push a BN/ReLU6 backbone into saturation, from which meta-training does not recover
-            cores = torch.tanh(rearrange(self.core(h), "t q (r s) -> t q r s", r=self.rank)) * self.core_bound
+            z = rearrange(self.core(h), "t q (r s) -> t q r s", r=self.rank)
+            if self.radial:  # b * z near 0, ||C||_F -> b * r: a large core keeps its direction, which carries the task
+                cores = z * (self.core_bound / torch.sqrt(1 + z.square().sum((-2, -1), keepdim=True) / self.rank**2))
+            else:  # elementwise: once every entry saturates, only signs are left and the task no longer matters
+                cores = torch.tanh(z) * self.core_bound
             return {
                 s.name: LowRankDelta(
                     (cores[:, j] @ F.normalize(self.V[j], dim=1)).view(
@@ -195,7 +211,14 @@ class TaskGenerator(nn.Module):
         self.deltas = (
             None
             if config.delta_mode == "none"
-            else DeltaGenerator(config.target_specs, config.d_model, config.n_heads, config.rank, config.delta_mode)
+            else DeltaGenerator(
+                config.target_specs,
+                config.d_model,
+                config.n_heads,
+                config.rank,
+                config.delta_mode,
+                norm=config.delta_norm,
+            )
         )
 
     def forward(self, embeddings: Tensor, mask: Tensor | None = None) -> tuple[dict[str, LowRankDelta], Tensor, Tensor]:

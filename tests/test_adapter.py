@@ -346,3 +346,54 @@ def test_per_class_codes_ignore_the_other_classes_and_set_codes_do_not(n_layers,
     reloaded = LanguageConditionedAdapter.from_pretrained(str(tmp_path / "g"))
     assert reloaded.config.n_layers == n_layers
     assert all(torch.equal(v, adapter.state_dict()[k]) for k, v in reloaded.state_dict().items())
+
+
+def _delta_spread(adapter, n_tasks: int = 8) -> float:
+    """Mean over tasks of ||dW_task - mean dW|| / ||mean dW|| (all targets' dense deltas): 0 = the same for every task."""
+    dense = []
+    for seed in range(n_tasks):
+        deltas = adapter.generator(_embeddings(5, seed)[None])[0]
+        dense.append(torch.cat([(d.scale * (d.B[0] @ d.A[0].flatten(1))).flatten() for d in deltas.values()]))
+    stack = torch.stack(dense)
+    mean = stack.mean(0)
+    return ((stack - mean).norm(dim=1) / mean.norm()).mean().item()
+
+
+def _text_gradient(adapter) -> float:
+    """Norm of the gradient that a fixed random function of the dense deltas sends back to the class embeddings."""
+    embeddings = _embeddings(5, 0)[None].requires_grad_(True)
+    deltas = adapter.generator(embeddings)[0]
+    g = torch.Generator().manual_seed(0)
+    loss = sum(
+        (d.scale * (d.B[0] @ d.A[0].flatten(1)) * torch.randn(d.B.shape[1], d.A[0][0].numel(), generator=g)).sum()
+        for d in deltas.values()
+    )
+    loss.backward()
+    return embeddings.grad.norm().item()
+
+
+@pytest.mark.parametrize("delta_norm", [False, True])
+def test_delta_norm_keeps_the_text_path_alive_when_the_cores_reach_their_bound(delta_norm):
+    """Cores pushed far past their bound by a task-independent part (pre-activations of 10-40 were measured after a
+    delta run on the emoji head with memories): entry-wise tanh leaves only signs, every task gets the same deltas
+    and no gradient reaches the text any more, so training cannot bring the task back; the norm bound keeps the
+    direction and a share of the gradient. Both allow the same largest core."""
+    adapter = _adapter(delta_norm=delta_norm)
+    core = adapter.generator.deltas.core
+    spread, grad = _delta_spread(adapter), _text_gradient(adapter)
+    with torch.no_grad():
+        signs = torch.randint(0, 2, core.bias.shape, generator=torch.Generator().manual_seed(3)) * 2 - 1
+        core.bias.copy_(25.0 * signs)
+    assert spread > 0.05 and grad > 1.0  # small cores: both write task-dependent deltas and pass gradients to the text
+    if delta_norm:
+        assert _delta_spread(adapter) > 1e-3
+        assert _text_gradient(adapter) > 0.01 * grad  # about 4%, the 1 / ||z|| of the norm bound
+        z = torch.full((1, 1, 8, 8), 1e4)
+        bound, r = adapter.generator.deltas.core_bound, adapter.config.rank
+        cores = z * (bound / torch.sqrt(1 + z.square().sum((-2, -1), keepdim=True) / r**2))
+        assert cores.norm().item() == pytest.approx(bound * r, rel=1e-6)  # tanh's largest core: every entry at b
+    else:
+        assert _delta_spread(adapter) < 1e-6
+        assert _text_gradient(adapter) < 1e-6 * grad
+    assert AdapterConfig.from_json(adapter.config.to_json()).delta_norm is delta_norm
+    assert ("deltas.norm.weight" in adapter.generator.state_dict()) is delta_norm

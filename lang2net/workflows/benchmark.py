@@ -36,8 +36,12 @@ from torch import Tensor, nn
 
 from ..adapter import LanguageConditionedAdapter
 from ..backbones import data_config as backbone_data_config
+from ..backbones import pooled_features
 from ..data import ClassSplit, LabeledImages, to_backbone_input
+from ..heads import head_logits
+from ..task import TaskAdaptation
 from . import benchmark_report as report
+from . import few_way
 from .benchmark_report import (
     DEFAULT_GRIDS,
     BenchmarkOptions,
@@ -190,22 +194,69 @@ def _conse_scorer(cache: FeatureCache, encoder: Any, fold: _Fold, top_k: int) ->
     return score
 
 
+@dataclass
+class _Generator:
+    """A generator folder loaded once for a fold: its backbone and input settings, and the fold's text embeddings."""
+
+    adapter: LanguageConditionedAdapter
+    backbone: nn.Module
+    config: dict[str, Any]
+    run: _Run
+
+    @classmethod
+    def load(cls, folder: str | os.PathLike[str], run: _Run) -> _Generator:
+        adapter = LanguageConditionedAdapter.from_pretrained(os.fspath(folder)).to(run.device).eval()
+        backbone = adapter.create_backbone().to(run.device)
+        return cls(adapter, backbone, backbone_data_config(backbone, adapter.config.preprocessing), run)
+
+    def task(self, names: Sequence[str]) -> TaskAdaptation:
+        descriptions = {c: self.run.fold.descriptions[c] for c in names}
+        same_encoder = self.adapter.config.text_encoder == self.run.encoder.name  # reuse the loaded encoder's cache
+        embeddings = self.run.encoder.encode_classes(descriptions) if same_encoder else None
+        return self.adapter.generate(descriptions, embeddings=embeddings)
+
+    def logits(self, task: TaskAdaptation, images: Tensor) -> Tensor:
+        """Logits of ``task`` bound to the backbone, on uint8 ``images`` (n, C, h, w), in batches."""
+        classifier, size = task.bind(self.backbone), self.run.img_size
+        out = []
+        with torch.no_grad():
+            for batch in images.split(self.run.options.batch_size):
+                out.append(classifier(to_backbone_input(batch.to(self.run.device), self.config, size)).float().cpu())
+        return torch.cat(out) if out else torch.zeros(0, task.num_classes)
+
+    def task_scorer(self, names: Sequence[str], images: Tensor) -> few_way.TaskScorer:
+        """Protocol C's scorer over the test ``images`` of the classes ``names``: one task written per call. A task
+        without deltas reads the backbone's plain features, computed once (the same numbers as its bound forward)."""
+        plain: list[Tensor] = []
+
+        def score(classes: Tensor, rows: Tensor) -> Tensor:
+            task = self.task([names[i] for i in classes])
+            if task.deltas:
+                return self.logits(task, images[rows])
+            if not plain:
+                plain.append(self.features(images))
+            return head_logits(plain[0][rows], task.head_weight.float().cpu(), task.head_bias.float().cpu())
+
+        return score
+
+    def features(self, images: Tensor) -> Tensor:
+        """Plain pooled features (n, f) of the backbone, float32 on the CPU."""
+        out = []
+        with torch.no_grad():
+            for batch in images.split(self.run.options.batch_size):
+                x = to_backbone_input(batch.to(self.run.device), self.config, self.run.img_size)
+                out.append(pooled_features(self.backbone, x).float().cpu())
+        return torch.cat(out)
+
+
 def _generator_scores(folder: str | os.PathLike[str], run: _Run, names: list[str], parts: Parts) -> Tensor:
     """Logits (n, len(names)) of the task a generator writes for ``names``, on the images of ``parts``."""
-    fold, device, img_size, batch_size = run.fold, run.device, run.img_size, run.options.batch_size
-    generator = LanguageConditionedAdapter.from_pretrained(os.fspath(folder)).to(device).eval()
-    backbone = generator.create_backbone().to(device)
-    config = backbone_data_config(backbone, generator.config.preprocessing)
-    descriptions = {c: fold.descriptions[c] for c in names}
-    same_encoder = generator.config.text_encoder == run.encoder.name  # reuse the loaded encoder and its cache
-    embeddings = run.encoder.encode_classes(descriptions) if same_encoder else None
-    classifier = generator.generate(descriptions, embeddings=embeddings).bind(backbone)
-    out = []
-    with torch.no_grad():
-        for style, index in parts:
-            for images in fold.data[style].images[index].split(batch_size):
-                out.append(classifier(to_backbone_input(images.to(device), config, img_size)).float().cpu())
-    return torch.cat(out)
+    generator = _Generator.load(folder, run)
+    return generator.logits(generator.task(names), _images(run.fold, parts))
+
+
+def _images(fold: _Fold, parts: Parts) -> Tensor:
+    return torch.cat([fold.data[style].images[index] for style, index in parts])
 
 
 # protocols
@@ -265,7 +316,31 @@ def _protocol_a(run: _Run, generators: Generators) -> tuple[dict[str, Any], dict
     origin = [(style, int(i)) for style, index in test for i in index]
     n = run.options.n_examples
     items = report.example_items(scores[shown], labels, origin, unseen, fold.descriptions, n) if shown else []
-    return results, {"method": shown, "items": items}
+    return results, {"method": shown, "items": items}, scores
+
+
+def _protocol_c(run: _Run, generators: Generators, scores: Mapping[str, Tensor]) -> dict[str, Any]:
+    """Few-way tasks among the unseen classes (see :mod:`.few_way`): baselines from their protocol A scores' columns,
+    generators written per task on protocol A's test images."""
+    fold, options = run.fold, run.options
+    offset = fold.n_train + fold.n_val
+    unseen, test = fold.names[offset:], fold.parts("unseen", _protocol_a_styles(fold, options)[1])
+    labels = fold.gather(test)[1] - offset
+    images = _images(fold, test) if generators else None
+    out: dict[str, Any] = {}
+    for ways in options.few_way:
+        tasks = few_way.sample_tasks(len(unseen), ways, options.few_way_rounds)
+        per_class: dict[str, Tensor] = {}
+        for name, method_scores in scores.items():
+            if name not in generators:
+                scorer = lambda classes, rows, s=method_scores: s[rows][:, classes]  # noqa: E731
+                per_class[name] = few_way.per_class_accuracy(scorer, tasks, labels, len(unseen))
+        for name, folder in generators.items():
+            with _timed(run.timings, f"protocol_c_{ways}:{name}"):
+                scorer = _Generator.load(folder, run).task_scorer(unseen, images)
+                per_class[name] = few_way.per_class_accuracy(scorer, tasks, labels, len(unseen))
+        out[str(ways)] = few_way.protocol_c_entry(per_class, unseen, ways, len(tasks), options.n_boot)
+    return out
 
 
 def _protocol_a_styles(fold: _Fold, options: BenchmarkOptions) -> tuple[tuple[str, ...], tuple[str, ...]]:
@@ -365,7 +440,8 @@ def run_benchmark(
         )
     data = dict(zip(opts.styles, (twitter, google), strict=True))
     run = _start(split, data, adapter, features, opts, timings, (dict(fit_a or {}), dict(fit_b or {})))
-    a, examples = _protocol_a(run, gens_a)
+    a, examples, scores_a = _protocol_a(run, gens_a)
+    c = _protocol_c(run, gens_a, scores_a)
     b = _protocol_b(run, gens_b)
     p = mcnemar(a["full"]["correct"], a["head_only"]["correct"]) if {"full", "head_only"} <= set(a) else None
     fold = run.fold
@@ -377,4 +453,5 @@ def run_benchmark(
     setup |= {"fit_styles_a": list(fit_a), "test_styles_a": list(test_a), "fit_styles_b": [fold.styles[0], *fold.fit_b]}
     model = {"backbone": features.backbone_name, "weights": features.weights}
     out = {"protocol_a": a, "protocol_b": b, "mcnemar_full_vs_head_only": p, "examples": examples, "timings": timings}
+    out |= {"protocol_c": c} if c else {}
     return {**head, **setup, **model, **out}

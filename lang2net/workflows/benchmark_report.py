@@ -16,6 +16,8 @@ from torch import Tensor
 
 from ..data import LabeledImages, emoji_classes
 from ..utils.atomic import write_atomic
+from ..utils.checks import check_int
+from .few_way import aggregate_protocol_c, markdown_protocol_c
 from .metrics import bootstrap_ci, gzsl_metrics, per_class_topk
 from .zsl import calibrated_stacking, choose_calibration
 
@@ -61,6 +63,8 @@ class BenchmarkOptions:
         grids: baseline name -> hyperparameter grid, replacing that baseline's grid in :data:`DEFAULT_GRIDS`.
         n_boot: bootstrap resamples of the confidence intervals.
         n_examples: protocol A predictions kept for the example grid.
+        few_way: class counts of protocol C's tasks among the unseen classes (:mod:`.few_way`); empty skips it.
+        few_way_rounds: partitions of the unseen classes into protocol C tasks, per count.
     """
 
     img_size: int | None = None
@@ -72,9 +76,13 @@ class BenchmarkOptions:
     grids: Mapping[str, Mapping[str, Sequence[float]]] = field(default_factory=dict)
     n_boot: int = 1000
     n_examples: int = 24
+    few_way: tuple[int, ...] = ()
+    few_way_rounds: int = 10
 
     def __post_init__(self) -> None:
-        for name in ("batch_size", "n_boot", "n_examples"):
+        for ways in self.few_way:
+            check_int("few_way", ways, minimum=2)
+        for name in ("batch_size", "n_boot", "n_examples", "few_way_rounds"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive int, got {value!r}")
@@ -259,7 +267,8 @@ def aggregate_benchmark(results_per_fold: Sequence[Mapping[str, Any]]) -> dict[s
 
     Returns:
         ``{"n_folds", "protocol_a": {method: {top1, top5, top1_ci_low, top1_ci_high: stats, per_category: {cat:
-        stats}}}, "protocol_b": {method: {metric: stats}}, "mcnemar_full_vs_head_only": [p per fold],
+        stats}}}, "protocol_b": {method: {metric: stats}}, "protocol_c": (see ``few_way.aggregate_protocol_c``),
+        "mcnemar_full_vs_head_only": [p per fold],
         "timings": {stage: stats}}`` with stats ``{"mean", "std", "n"}``.
     """
     folds = list(results_per_fold)
@@ -274,6 +283,7 @@ def aggregate_benchmark(results_per_fold: Sequence[Mapping[str, Any]]) -> dict[s
         "n_folds": len(folds),
         "protocol_a": _aggregate_a(folds),
         "protocol_b": b,
+        "protocol_c": aggregate_protocol_c(folds),
         "mcnemar_full_vs_head_only": [f.get("mcnemar_full_vs_head_only") for f in folds],
         "timings": {s: _stats([f["timings"][s] for f in folds if s in f.get("timings", {})]) for s in stages},
     }
@@ -372,6 +382,7 @@ def markdown_report(results_per_fold: Sequence[Mapping[str, Any]], title: str) -
         "",
         *_markdown_b(summary, styles),
         "",
+        *markdown_protocol_c(folds),
         *_markdown_folds(folds),
         "",
         "## Timings (s)",

@@ -170,9 +170,16 @@ class EvalConfig:
     gzsl_train_split: str = "twitter"
     baseline_img_sizes: list[int] = field(default_factory=list)  # extra sizes measured for the baselines only
     publish: str = "full"  # the method whose first-fold generator ``reproduce --publish`` writes
+    few_way: list[int] = field(default_factory=list)  # protocol C: class counts of tasks among the unseen classes
+    few_way_rounds: int = 10  # protocol C: partitions of the unseen classes into tasks, per count
 
     def __post_init__(self) -> None:
         _positive("eval", batch_size=self.batch_size, text_similarity_top_k=self.text_similarity_top_k)
+        _positive("eval", few_way_rounds=self.few_way_rounds)
+        if not isinstance(self.few_way, list) or not all(
+            isinstance(w, int) and not isinstance(w, bool) and w >= 2 for w in self.few_way
+        ):
+            raise ValueError(f"eval.few_way must be a list of class counts >= 2, got {self.few_way!r}")
         if self.publish not in METHODS:
             raise ValueError(f"eval.publish: unknown method {self.publish!r}; valid: {list(METHODS)}")
         for size in self.baseline_img_sizes:

@@ -253,6 +253,8 @@ def reproduce_benchmark(
                 conse_top_k=cfg.text_similarity_top_k,
                 fit_a={s: images[size][s] for s in fit_a},
                 fit_b={s: images[size][s] for s in fit_b},
+                few_way=tuple(cfg.few_way) if size == recipe.data.img_size else (),
+                few_way_rounds=cfg.few_way_rounds,
             )
             result["timings"].update(timings if size == recipe.data.img_size else {})
             result["generators"] = {  # which folder each protocol measured (refit or chosen on validation)
