@@ -76,7 +76,7 @@ class DeltaGenerator(nn.Module):
 
     Modes:
         "core": learned per-target bases U (o, r) and V (r, i), used with unit columns / rows; the task gives an
-            r x r core C = core_bound * tanh(.), so ``B @ A = U @ (C @ V)`` with ``||B @ A||_2 <= r * core_bound``.
+            r x r core C = core_bound * tanh(.), so ``B @ A = U @ (C @ V)`` with ``||B @ A||_2 <= r**2 * core_bound``.
             Few parameters; the task steers a bounded move inside a learned subspace of each layer.
         "factors": a linear head per shape group emits A and B directly from the query (Text-to-LoRA style).
         "static": "core" with the task's codes replaced by zeros: deltas learned once and shared by every task, with
@@ -165,7 +165,7 @@ class DeltaGenerator(nn.Module):
         h = h + q
         h = self.norm(h + self.mlp(h))  # (t, q, d)
         if self.mode == "core":
-            # bounded cores and unit-norm bases keep ||B @ A||_2 <= rank * core_bound, whatever the task: unbounded deltas
+            # bounded cores and unit-norm bases keep ||B @ A||_2 <= rank**2 * core_bound, whatever the task: unbounded deltas
             # can push a BN/ReLU6 backbone into saturation, from which meta-training does not recover
             z = rearrange(self.core(h), "t q (r s) -> t q r s", r=self.rank)
             if self.radial:  # b * z near 0, ||C||_F -> b * r: a large core keeps its direction, which carries the task

@@ -4,7 +4,8 @@ each target layer's dense delta ``scale * B @ A`` per task, then
 
 - spread: mean over tasks of ||dW_task - mean dW||_F / ||mean dW||_F (0: the same deltas for every task);
 - size: ||mean dW||_F / ||W||_F (the delta against the layer's pretrained weight);
-- versus all: ||dW_task - dW_all||_F / ||dW_all||_F, the task's deltas against those written for every unseen class.
+- versus all: ||dW_task - dW_all||_F / ||dW_all||_F, the task's deltas against those written for every unseen class;
+- for "core" generators, the size of the core's pre-activations (entry-wise tanh saturates above about 3).
 
 Generation only (no images):
 
@@ -32,7 +33,15 @@ def dense(delta) -> torch.Tensor:
 def spread(adapter: LanguageConditionedAdapter, descriptions: dict[str, list[str]], names: list[str]) -> None:
     backbone = adapter.create_backbone()
     weights = dict(backbone.named_modules())
+    core = getattr(adapter.generator.deltas, "core", None)  # "core" mode: the layer whose output is bounded
+    seen: list[torch.Tensor] = []
+    hook = core.register_forward_hook(lambda _m, _i, out: seen.append(out.detach())) if core is not None else None
     whole = {n: dense(d) for n, d in adapter.generate({c: descriptions[c] for c in names}).deltas.items()}
+    if hook is not None:
+        hook.remove()
+        z = seen[0].abs().flatten()
+        print(f"  core pre-activations |z| for all unseen classes: median {z.median():.2f}, min {z.min():.2f}, "
+              f"share above 3 (tanh > 0.995) {(z > 3).float().mean():.2f}")  # fmt: skip
     if not whole:
         print("  no deltas (a head-only generator)")
         return
