@@ -17,7 +17,7 @@ import torch
 from huggingface_hub import ModelCard, PyTorchModelHubMixin
 from torch import Tensor, nn
 
-from .backbones import create_backbone, data_config, feature_dim, pooled_features
+from .backbones import BackboneSplit, create_backbone, data_config, feature_dim, pooled_features
 from .config import AdapterConfig
 from .engine.injection import Injection, inject
 from .engine.lowrank import LowRankDelta
@@ -201,13 +201,15 @@ class LanguageConditionedAdapter(
         task_ids: Tensor | None = None,
         *,
         pooled: bool = False,
+        split: BackboneSplit | None = None,
     ) -> Tensor:
         """Differentiable logits for training.
 
         Args:
             images: (b, C, H, W) for the backbone given to :meth:`attach`; with ``pooled``, the backbone's pooled
                 features (b, f) instead (a head-only generator never changes the backbone, so they can be computed
-                once: see ``lang2net.workflows.feature_bank``).
+                once: see ``lang2net.workflows.feature_bank``); with ``split``, the activations at its cut (the
+                trunk before every adapted layer, computed once: see :func:`lang2net.backbones.split_backbone`).
             class_embeddings: (c, e) for one task shared by the batch, or (t, c, e) for a batch of tasks.
             mask: (t, c) True for real classes when tasks have different class counts.
             task_ids: (b,) the task of each image (needed when t > 1).
@@ -234,6 +236,8 @@ class LanguageConditionedAdapter(
                 raise ValueError(f"pooled features must be (b, {self.config.feature_dim}), got {tuple(images.shape)}")
         elif self._backbone is None:
             raise RuntimeError("call adapter.attach(backbone) before adapter(images, class_embeddings)")
+        if split is not None and (pooled or split.backbone is not self._backbone):
+            raise ValueError("split must cut the attached backbone, and cannot be combined with pooled=True")
         deltas, weight, bias = self.generator(class_embeddings, mask)
         if t == 1:  # one task: its head and deltas shared by the batch
             weight, bias, mask = weight[0], bias[0], mask[0]
@@ -245,7 +249,7 @@ class LanguageConditionedAdapter(
             logits = head_logits(images.to(weight.dtype), weight, bias)
         else:
             logits = adapted_logits(
-                self._backbone, self._injection, chosen, weight, bias, images, strategy="activation"
+                self._backbone, self._injection, chosen, weight, bias, images, strategy="activation", split=split
             )  # (b, c)
         return logits.masked_fill(~mask, float("-inf"))
 

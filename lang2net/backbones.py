@@ -14,11 +14,13 @@ from torch import Tensor, nn
 
 __all__ = [
     "PACKAGED_WEIGHTS",
+    "BackboneSplit",
     "create_backbone",
     "data_config",
     "feature_dim",
     "imagenet_classifier",
     "pooled_features",
+    "split_backbone",
 ]
 
 logger = logging.getLogger(__name__)
@@ -147,3 +149,79 @@ def imagenet_classifier(model: nn.Module) -> tuple[nn.Linear, list[str]]:
             f"{f' with {classifier.out_features} outputs' if isinstance(classifier, nn.Linear) else ''}"
         )
     return classifier, list(ImageNetInfo().label_descriptions(detailed=True))
+
+
+class BackboneSplit:
+    """A backbone cut into a frozen trunk and the rest, for training deltas that sit only in the rest.
+
+    ``rest(trunk(x))`` equals ``pooled_features(backbone, x)`` exactly: both run the same modules in the same order
+    (forward hooks included, so deltas injected into the rest apply). A trunk's output can be computed once and
+    reused while deltas in the rest are trained. Supported: timm's EfficientNet family (``conv_stem``, ``bn1``, the
+    blocks one by one, ``conv_head``, ``bn2``) and ResNets (``conv1`` ... ``maxpool``, the layers' blocks).
+
+    Attributes:
+        backbone: the timm model.
+        at: name of the first module of the rest (the cut is at its input).
+    """
+
+    def __init__(self, backbone: nn.Module, modules: list[tuple[str, nn.Module]], cut: int) -> None:
+        self.backbone, self.at = backbone, modules[cut][0]
+        self._trunk = [m for _, m in modules[:cut]]
+        self._rest = [m for _, m in modules[cut:]]
+
+    def trunk(self, images: Tensor) -> Tensor:
+        """The activations at the cut for ``images`` (b, C, H, W), normalised as the backbone expects."""
+        for module in self._trunk:
+            images = module(images)
+        return images
+
+    def rest(self, x: Tensor) -> Tensor:
+        """(b, f) pooled features from activations at the cut."""
+        for module in self._rest:
+            x = module(x)
+        return self.backbone.forward_head(x, pre_logits=True)
+
+    def __repr__(self) -> str:
+        return f"BackboneSplit({type(self.backbone).__name__}, at={self.at!r}, trunk={len(self._trunk)} modules)"
+
+
+def _feature_chain(model: nn.Module) -> list[tuple[str, nn.Module]] | None:
+    """``forward_features`` of ``model`` as (name, module) steps run one after another, or None when it is not one."""
+    from timm.models.efficientnet import EfficientNet
+    from timm.models.resnet import ResNet
+
+    if getattr(model, "grad_checkpointing", False):
+        return None
+    if type(model) is EfficientNet:
+        head = ["conv_stem", "bn1"]
+        blocks = [(f"blocks.{i}.{j}", b) for i, stage in enumerate(model.blocks) for j, b in enumerate(stage)]
+        return [(n, getattr(model, n)) for n in head] + blocks + [("conv_head", model.conv_head), ("bn2", model.bn2)]
+    if type(model) is ResNet:
+        head = [(n, getattr(model, n)) for n in ("conv1", "bn1", "act1", "maxpool")]
+        layers = [getattr(model, f"layer{i}") for i in range(1, 5)]
+        return head + [(f"layer{i + 1}.{j}", b) for i, layer in enumerate(layers) for j, b in enumerate(layer)]
+    return None
+
+
+def split_backbone(model: nn.Module, modules: list[str]) -> BackboneSplit:
+    """``model`` cut at the input of the first of its steps that holds any of ``modules`` (dotted names).
+
+    Raises:
+        ValueError: when the model's family has no supported step order, or a name lies in no step.
+    """
+    chain = _feature_chain(model)
+    if chain is None:
+        raise ValueError(
+            f"{type(model).__name__} cannot be split into trunk and rest: supported are timm's EfficientNet and "
+            "ResNet families (without gradient checkpointing)"
+        )
+    steps = [name for name, _ in chain]
+    where = []
+    for name in modules:
+        hits = [i for i, step in enumerate(steps) if name == step or name.startswith(step + ".")]
+        if not hits:
+            raise ValueError(f"{name!r} lies in none of {type(model).__name__}'s steps ({steps[0]} ... {steps[-1]})")
+        where.append(hits[0])
+    if not where:
+        raise ValueError("no modules given: a split needs the names of the modules the rest must hold")
+    return BackboneSplit(model, chain, min(where))

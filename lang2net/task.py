@@ -15,7 +15,7 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor, nn
 
-from .backbones import data_config, feature_dim, pooled_features
+from .backbones import BackboneSplit, data_config, feature_dim, pooled_features
 from .engine.injection import Injection, plain_copy, shared_injection
 from .engine.lowrank import LowRankDelta, fold_weight
 from .engine.targets import Target, describe_layer
@@ -57,17 +57,23 @@ def adapted_logits(
     images: Tensor,
     *,
     strategy: str = "auto",
+    split: BackboneSplit | None = None,
 ) -> Tensor:
     """The one forward path: ``backbone`` under ``deltas`` -> pooled features (b, f) -> head -> logits (b, c).
 
     ``weight`` is (c, f) shared or (b, c, f) per sample, ``bias`` (c,) or (b, c); deltas may carry a leading batch
-    axis (one per sample). With no injection or no deltas the backbone runs plain.
+    axis (one per sample). With no injection or no deltas the backbone runs plain. With ``split`` (a cut of
+    ``backbone`` before every adapted layer), ``images`` are the activations at the cut and only the rest runs.
     """
+
+    def features_of(x: Tensor) -> Tensor:
+        return split.rest(x) if split is not None else pooled_features(backbone, x)
+
     if injection is None or not deltas:
-        features = pooled_features(backbone, images)
+        features = features_of(images)
     else:
         with injection.apply(deltas, strategy=strategy):
-            features = pooled_features(backbone, images)  # (b, f)
+            features = features_of(images)  # (b, f)
     return head_logits(features.to(weight.dtype), weight, bias)
 
 

@@ -28,6 +28,7 @@ from lang2net.workflows.few_way import (
     paired_difference,
     per_class_accuracy,
     sample_tasks,
+    similar_tasks,
 )
 from lang2net.workflows.recipe import EvalConfig
 
@@ -94,6 +95,7 @@ def result(styles, adapter, cache, generators):
         n_boot=200,
         few_way=(2, WAYS),
         few_way_rounds=ROUNDS,
+        few_way_similar=(WAYS,),
     )
 
 
@@ -162,12 +164,36 @@ def test_paired_difference():
         paired_difference([0.1, 0.2], [0.1])
 
 
+def test_similar_tasks_group_the_nearest_classes_and_keep_every_class_in_every_round():
+    torch.manual_seed(0)
+    cluster = torch.arange(12) // 4  # three groups of four, close within and far across
+    similarity = (cluster[:, None] == cluster[None]).float() + 0.01 * torch.rand(12, 12)
+    tasks = similar_tasks(similarity, 4, rounds=5, seed=3)
+    assert tasks.shape == (15, 4)
+    assert all(len(set(cluster[t].tolist())) == 1 for t in tasks)  # each task is one group
+    odd = similar_tasks(similarity[:10, :10], 4, rounds=3)  # 10 classes: a filled-up last task per round
+    assert odd.shape == (9, 4)
+    for r in range(3):
+        round_tasks = odd[3 * r : 3 * r + 3]
+        assert set(round_tasks.flatten().tolist()) == set(range(10))
+        assert all(len(set(t.tolist())) == 4 for t in round_tasks)
+    assert torch.equal(similar_tasks(similarity, 4, 2, seed=1), similar_tasks(similarity, 4, 2, seed=1))
+    with pytest.raises(ValueError, match=r"ways=13 exceeds the 12 classes"):
+        similar_tasks(similarity, 13, 1)
+    with pytest.raises(ValueError, match=r"similarity must be square \(n, n\), got \(12, 3\)"):
+        similar_tasks(similarity[:, :3], 2, 1)
+
+
 # the benchmark's protocol C
 
 
-def test_protocol_c_result(result):
+def test_protocol_c_result(result, styles, adapter):
     c = result["protocol_c"]
-    assert set(c) == {"2", str(WAYS)}
+    assert set(c) == {"2", str(WAYS), f"{WAYS}-similar"}
+    descriptions = {k: list(styles[0].descriptions[k]) for k in UNSEEN}
+    emb = torch.nn.functional.normalize(adapter.text_encoder.encode_classes(descriptions).float(), dim=1)
+    tasks = similar_tasks(emb @ emb.T, WAYS, ROUNDS)  # the tasks of similar classes, from the fold's class texts
+    assert c[f"{WAYS}-similar"]["n_tasks"] == len(tasks) == 2 * ROUNDS
     entry = c[str(WAYS)]
     assert entry["n_tasks"] == 2 * ROUNDS and entry["chance"] == 1 / WAYS
     assert set(entry["methods"]) == {"eszsl", "devise", "conse", "full", "head_only"}
@@ -185,9 +211,10 @@ def test_protocol_c_result(result):
 def test_baselines_are_their_protocol_a_columns(result):
     """A closed-form baseline's few-way top-1 per class is never below its all-way top-1 (a subset of the columns)."""
     for method in ("eszsl", "devise", "conse"):
-        few = result["protocol_c"]["2"]["methods"][method]["per_class_top1"]
         all_way = result["protocol_a"][method]["per_class_top1"]
-        assert all(few[c] >= all_way[c] - 1e-12 for c in UNSEEN), method
+        for key in ("2", f"{WAYS}-similar"):
+            few = result["protocol_c"][key]["methods"][method]["per_class_top1"]
+            assert all(few[c] >= all_way[c] - 1e-12 for c in UNSEEN), (method, key)
 
 
 @pytest.mark.parametrize("method", ["full", "head_only"])
@@ -246,6 +273,7 @@ def test_report_and_aggregate(result):
     assert [e["fold"] for e in summary["2"]["paired"]["full_vs_head_only"]] == [0, 1]
     text = markdown_report([result, second], "colours")
     assert f"## Protocol C: {WAYS}-way tasks among the unseen classes" in text
+    assert f"## Protocol C: {WAYS}-way tasks of similar classes among the unseen classes" in text
     assert f"| full | {100 * top1:.1f} ± 0.0 |" in text
     assert "- full - head_only: fold 0:" in text
     without = {k: v for k, v in result.items() if k != "protocol_c"}
@@ -260,3 +288,7 @@ def test_options_are_checked():
     with pytest.raises(ValueError, match=r"eval.few_way must be a list of class counts >= 2, got \[5, 1\]"):
         EvalConfig(few_way=[5, 1])
     assert EvalConfig(few_way=[5, 20]).few_way == [5, 20]
+    with pytest.raises(ValueError, match=r"eval.few_way_similar must be a list of class counts >= 2, got \[1\]"):
+        EvalConfig(few_way_similar=[1])
+    with pytest.raises(ValueError, match="few_way"):
+        BenchmarkOptions(few_way_similar=(1,))

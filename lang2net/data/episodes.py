@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from typing import Any
 
@@ -25,13 +26,25 @@ class EpisodeSampler:
         k_way: classes per episode.
         batch_size: images per episode.
         seed: generator seed.
+        neighbours: optional int ``(len(classes), m)``: row ``i`` holds positions in ``classes`` of class ``i``'s
+            ``m >= k_way - 1`` nearest other classes (e.g. by description similarity). Each episode is then an anchor
+            class drawn at random plus ``k_way - 1`` of its neighbours drawn at random: classes that are hard to tell
+            apart, so that the episode rewards what is specific to its classes.
 
     Raises:
         ValueError: If ``k_way`` exceeds the number of classes, ``batch_size < k_way``, a class repeats or has no
-            images.
+            images, or ``neighbours`` has the wrong shape or lists a class as its own neighbour.
     """
 
-    def __init__(self, labels: torch.Tensor, classes: Sequence[int], k_way: int, batch_size: int, seed: int = 0):
+    def __init__(
+        self,
+        labels: torch.Tensor,
+        classes: Sequence[int],
+        k_way: int,
+        batch_size: int,
+        seed: int = 0,
+        neighbours: torch.Tensor | None = None,
+    ):
         if not isinstance(labels, torch.Tensor) or labels.ndim != 1 or labels.is_floating_point():
             raise ValueError(f"labels must be an integer (N,) tensor, got {getattr(labels, 'shape', labels)}")
         class_list = [int(c) for c in classes]
@@ -49,6 +62,26 @@ class EpisodeSampler:
         if empty:
             raise ValueError(f"classes without images: {empty}")
         self.classes = torch.tensor(class_list, dtype=torch.int64)
+        if neighbours is not None:
+            n = len(class_list)
+            if (
+                not isinstance(neighbours, torch.Tensor)
+                or neighbours.is_floating_point()
+                or neighbours.ndim != 2
+                or neighbours.shape[0] != n
+                or not k_way - 1 <= neighbours.shape[1] < n
+            ):
+                raise ValueError(
+                    f"neighbours must be an integer ({n}, m) tensor with {k_way - 1} <= m < {n}, got "
+                    f"{getattr(neighbours, 'shape', neighbours)}"
+                )
+            neighbours = neighbours.detach().cpu().long()
+            rows = torch.arange(n)[:, None]
+            if bool(((neighbours < 0) | (neighbours >= n)).any()) or bool((neighbours == rows).any()):
+                raise ValueError("neighbours must hold positions in classes, none of them the class's own")
+            if any(len(set(row)) != len(row) for row in neighbours.tolist()):
+                raise ValueError("neighbours must not repeat a class within a row")
+        self.neighbours = neighbours
         self.k_way, self.batch_size, self.seed = k_way, batch_size, seed
         self.generator = torch.Generator().manual_seed(seed)
         self.episodes = 0
@@ -67,7 +100,13 @@ class EpisodeSampler:
             ``(batch_size,)`` image indices of those classes, shuffled.
         """
         g = self.generator
-        pick = torch.randperm(len(self.classes), generator=g)[: self.k_way]  # (k,)
+        if self.neighbours is None:
+            pick = torch.randperm(len(self.classes), generator=g)[: self.k_way]  # (k,)
+        else:  # an anchor and k - 1 of its neighbours, in random order
+            anchor = int(torch.randint(len(self.classes), (1,), generator=g))
+            row = self.neighbours[anchor]
+            others = row[torch.randperm(len(row), generator=g)[: self.k_way - 1]]
+            pick = torch.cat([torch.tensor([anchor]), others])[torch.randperm(self.k_way, generator=g)]
         counts = torch.full((self.k_way,), self.batch_size // self.k_way, dtype=torch.int64)
         counts[: self.batch_size % self.k_way] += 1  # pick is already random, so the extra images go to random classes
         chosen = []
@@ -87,6 +126,7 @@ class EpisodeSampler:
             "sizes": [len(i) for i in self.index_by_class],
             "k_way": self.k_way,
             "batch_size": self.batch_size,
+            "neighbours": None if self.neighbours is None else hashlib.sha256(self.neighbours.numpy()).hexdigest(),
         }
 
     def state_dict(self) -> dict[str, Any]:
@@ -102,8 +142,10 @@ class EpisodeSampler:
         """Resume from :meth:`state_dict`: the next episodes equal those of the uninterrupted sampler.
 
         Raises:
-            ValueError: If the state lacks keys or came from a sampler with other classes, sizes, k_way or batch size.
+            ValueError: If the state lacks keys or came from a sampler with other classes, sizes, k_way, batch size or
+                neighbours.
         """
+        state = {"neighbours": None, **state}  # states written before neighbour episodes existed
         missing = [k for k in ("generator", "episodes", *self._fingerprint()) if k not in state]
         if missing:
             raise ValueError(f"sampler state lacks {missing}; expected a dict from EpisodeSampler.state_dict()")

@@ -328,18 +328,24 @@ def _protocol_c(run: _Run, generators: Generators, scores: Mapping[str, Tensor])
     labels = fold.gather(test)[1] - offset
     images = _images(fold, test) if generators else None
     out: dict[str, Any] = {}
-    for ways in options.few_way:
-        tasks = few_way.sample_tasks(len(unseen), ways, options.few_way_rounds)
+    emb = fold.emb[offset:]
+    kinds = [(str(w), w, None) for w in options.few_way]
+    kinds += [(f"{w}{few_way.SIMILAR}", w, emb @ emb.T) for w in options.few_way_similar]
+    for key, ways, similarity in kinds:
+        if similarity is None:
+            tasks = few_way.sample_tasks(len(unseen), ways, options.few_way_rounds)
+        else:
+            tasks = few_way.similar_tasks(similarity, ways, options.few_way_rounds)
         per_class: dict[str, Tensor] = {}
         for name, method_scores in scores.items():
             if name not in generators:
                 scorer = lambda classes, rows, s=method_scores: s[rows][:, classes]  # noqa: E731
                 per_class[name] = few_way.per_class_accuracy(scorer, tasks, labels, len(unseen))
         for name, folder in generators.items():
-            with _timed(run.timings, f"protocol_c_{ways}:{name}"):
+            with _timed(run.timings, f"protocol_c_{key}:{name}"):
                 scorer = _Generator.load(folder, run).task_scorer(unseen, images)
                 per_class[name] = few_way.per_class_accuracy(scorer, tasks, labels, len(unseen))
-        out[str(ways)] = few_way.protocol_c_entry(per_class, unseen, ways, len(tasks), options.n_boot)
+        out[key] = few_way.protocol_c_entry(per_class, unseen, ways, len(tasks), options.n_boot)
     return out
 
 

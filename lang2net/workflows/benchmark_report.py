@@ -65,6 +65,8 @@ class BenchmarkOptions:
         n_examples: protocol A predictions kept for the example grid.
         few_way: class counts of protocol C's tasks among the unseen classes (:mod:`.few_way`); empty skips it.
         few_way_rounds: partitions of the unseen classes into protocol C tasks, per count.
+        few_way_similar: class counts of protocol C's tasks of similar classes (each class with its nearest by
+            description: :func:`.few_way.similar_tasks`), reported as "<count>-similar".
     """
 
     img_size: int | None = None
@@ -78,9 +80,10 @@ class BenchmarkOptions:
     n_examples: int = 24
     few_way: tuple[int, ...] = ()
     few_way_rounds: int = 10
+    few_way_similar: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
-        for ways in self.few_way:
+        for ways in (*self.few_way, *self.few_way_similar):
             check_int("few_way", ways, minimum=2)
         for name in ("batch_size", "n_boot", "n_examples", "few_way_rounds"):
             value = getattr(self, name)

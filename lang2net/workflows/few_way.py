@@ -38,10 +38,21 @@ __all__ = [
     "per_class_accuracy",
     "protocol_c_entry",
     "sample_tasks",
+    "similar_tasks",
 ]
 
 TaskScorer = Callable[[Tensor, Tensor], Tensor]  # (task classes (w,), test rows (n,)) -> logits (n, w)
+SIMILAR = "-similar"  # the suffix of protocol C's keys for tasks of similar classes (``similar_tasks``)
 PAIRS = (("full", "head_only"), ("full", "static"), ("static", "head_only"))  # compared when both were measured
+
+
+def _task_draw(n_classes: int, ways: int, rounds: int, seed: int) -> torch.Generator:
+    """Check a task request; the seeded generator its tasks are drawn with."""
+    check_int("ways", ways, minimum=2)
+    check_int("rounds", rounds)
+    if ways > n_classes:
+        raise ValueError(f"ways={ways} exceeds the {n_classes} classes to draw tasks from; valid: 2..{n_classes}")
+    return torch.Generator().manual_seed(seed)
 
 
 def sample_tasks(n_classes: int, ways: int, rounds: int, seed: int = 0) -> Tensor:
@@ -50,12 +61,7 @@ def sample_tasks(n_classes: int, ways: int, rounds: int, seed: int = 0) -> Tenso
     A round's last task, when ``ways`` does not divide ``n_classes``, takes its missing classes at random from the
     round's other classes (never twice in one task), so every class appears in every round. Deterministic in ``seed``.
     """
-    check_int("ways", ways, minimum=2)
-    check_int("rounds", rounds)
-    if ways > n_classes:
-        raise ValueError(f"ways={ways} exceeds the {n_classes} classes to draw tasks from; valid: 2..{n_classes}")
-    g = torch.Generator().manual_seed(seed)
-    tasks = []
+    g, tasks = _task_draw(n_classes, ways, rounds, seed), []
     for _ in range(rounds):
         order = torch.randperm(n_classes, generator=g)
         full, rest = divmod(n_classes, ways)
@@ -64,6 +70,36 @@ def sample_tasks(n_classes: int, ways: int, rounds: int, seed: int = 0) -> Tenso
             tail = order[full * ways :]
             others = order[: full * ways][torch.randperm(full * ways, generator=g)[: ways - rest]]
             tasks.append(torch.cat([tail, others]))
+    return torch.stack(tasks)
+
+
+def similar_tasks(similarity: Tensor, ways: int, rounds: int, seed: int = 0) -> Tensor:
+    """(t, ways) class indices: ``rounds`` partitions into tasks of classes that are hard to tell apart by their words.
+
+    Each round walks the classes in random order; a class not yet in a task of that round opens one with its
+    ``ways - 1`` most similar classes not yet taken (by ``similarity``, (n, n), e.g. cosine of description
+    embeddings). A round's short last task is filled up with the most similar of the round's other classes, so every
+    class appears in every round. Deterministic in ``seed``.
+    """
+    n = similarity.shape[0]
+    if similarity.ndim != 2 or similarity.shape[1] != n:
+        raise ValueError(f"similarity must be square (n, n), got {tuple(similarity.shape)}")
+    g, tasks = _task_draw(n, ways, rounds, seed), []
+    for _ in range(rounds):
+        free = torch.ones(n, dtype=torch.bool)
+        for c in torch.randperm(n, generator=g).tolist():
+            if not free[c]:
+                continue
+            free[c] = False
+            row = similarity[c].masked_fill(~free, -math.inf)
+            take = row.topk(min(ways - 1, int(free.sum()))).indices
+            free[take] = False
+            task = torch.cat([torch.tensor([c]), take])
+            if len(task) < ways:  # the round's last classes: fill up with the nearest of the rest
+                fill = similarity[c].clone()
+                fill[task] = -math.inf
+                task = torch.cat([task, fill.topk(ways - len(task)).indices])
+            tasks.append(task)
     return torch.stack(tasks)
 
 
@@ -168,10 +204,17 @@ def markdown_protocol_c(folds: Sequence[Mapping[str, Any]]) -> list[str]:
     lines: list[str] = []
     for ways, slot in summary.items():
         n_folds = len(slot["n_tasks"])
+        similar = str(ways).endswith(SIMILAR)
+        kind = "tasks of similar classes" if similar else "tasks"
+        how = (
+            "each class with its most similar classes by description, greedily"
+            if similar
+            else "random partitions of the unseen classes"
+        )
         lines += [
-            f"## Protocol C: {ways}-way tasks among the unseen classes",
+            f"## Protocol C: {str(ways).removesuffix(SIMILAR)}-way {kind} among the unseen classes",
             "",
-            f"{min(slot['n_tasks'])}-{max(slot['n_tasks'])} tasks per fold (random partitions of the unseen classes; "
+            f"{min(slot['n_tasks'])}-{max(slot['n_tasks'])} tasks per fold ({how}; "
             f"every class in every round); a classifier written or fitted per task; per-class top-1 within its tasks, "
             f"mean over classes, mean ± std over {n_folds} fold(s). Chance {100 * slot['chance']:.1f}%.",
             "",

@@ -15,6 +15,7 @@ __all__ = ["DataConfig", "EvalConfig", "Recipe", "TrainConfig", "load_recipe", "
 
 MIXED_PRECISION = ("no", "bf16", "fp16")
 PARAPHRASES = ("sample", "mean")
+EPISODES = ("random", "neighbours")
 METHODS = ("head_only", "full", "static")  # generators a benchmark recipe trains (see workflows.reproduce)
 
 
@@ -90,6 +91,13 @@ class TrainConfig:
             image once, under this many views (view 0 plain, the others augmented at ``augment`` strength), and train
             on them instead of running the backbone each step (see ``lang2net.workflows.feature_bank``); delta runs
             always read images.
+        episodes: how an episode's classes are drawn: "random" (``k_way`` seen classes at random) or "neighbours"
+            (an anchor class at random plus ``k_way - 1`` drawn from its ``2 (k_way - 1)`` nearest seen classes by the
+            cosine similarity of their description embeddings: classes that are hard to tell apart, so that
+            adapting to the task's own classes pays; see ``lang2net.data.EpisodeSampler``).
+        trunk_cache: delta runs without augmentation on a backbone that can be cut (timm's EfficientNet and ResNet
+            families): compute the frozen trunk before the first adapted layer once for every training image and
+            run only the rest each step. Exact (the same logits); much faster when the deltas sit late.
         init_from: a trained generator folder to start from (e.g. the head-only one, for a delta run): every weight
             whose name and shape match is copied; the rest keep their initialisation.
         checkpoint_every: steps between checkpoints (the last step always checkpoints).
@@ -120,6 +128,8 @@ class TrainConfig:
     label_smoothing: float = 0.0
     paraphrases: str = "sample"
     feature_views: int = 0
+    episodes: str = "random"
+    trunk_cache: bool = True
     init_from: str | None = None
     checkpoint_every: int = 100
     keep_checkpoints: int = 2
@@ -145,6 +155,8 @@ class TrainConfig:
         _positive("train", checkpoint_every=self.checkpoint_every, keep_checkpoints=self.keep_checkpoints)
         _positive("train", log_every=self.log_every)
         check_int("train.feature_views", self.feature_views, minimum=0)
+        if self.episodes not in EPISODES:
+            raise ValueError(f"train.episodes must be one of {EPISODES}, got {self.episodes!r}")
         if self.paraphrases not in PARAPHRASES:
             raise ValueError(f"train.paraphrases must be one of {PARAPHRASES}, got {self.paraphrases!r}")
         if self.k_way < 2:
@@ -172,14 +184,17 @@ class EvalConfig:
     publish: str = "full"  # the method whose first-fold generator ``reproduce --publish`` writes
     few_way: list[int] = field(default_factory=list)  # protocol C: class counts of tasks among the unseen classes
     few_way_rounds: int = 10  # protocol C: partitions of the unseen classes into tasks, per count
+    few_way_similar: list[int] = field(default_factory=list)  # protocol C: counts of tasks of similar classes
 
     def __post_init__(self) -> None:
         _positive("eval", batch_size=self.batch_size, text_similarity_top_k=self.text_similarity_top_k)
         _positive("eval", few_way_rounds=self.few_way_rounds)
-        if not isinstance(self.few_way, list) or not all(
-            isinstance(w, int) and not isinstance(w, bool) and w >= 2 for w in self.few_way
-        ):
-            raise ValueError(f"eval.few_way must be a list of class counts >= 2, got {self.few_way!r}")
+        for key in ("few_way", "few_way_similar"):
+            counts = getattr(self, key)
+            if not isinstance(counts, list) or not all(
+                isinstance(w, int) and not isinstance(w, bool) and w >= 2 for w in counts
+            ):
+                raise ValueError(f"eval.{key} must be a list of class counts >= 2, got {counts!r}")
         if self.publish not in METHODS:
             raise ValueError(f"eval.publish: unknown method {self.publish!r}; valid: {list(METHODS)}")
         for size in self.baseline_img_sizes:

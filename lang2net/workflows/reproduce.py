@@ -255,6 +255,7 @@ def reproduce_benchmark(
                 fit_b={s: images[size][s] for s in fit_b},
                 few_way=tuple(cfg.few_way) if size == recipe.data.img_size else (),
                 few_way_rounds=cfg.few_way_rounds,
+                few_way_similar=tuple(cfg.few_way_similar) if size == recipe.data.img_size else (),
             )
             result["timings"].update(timings if size == recipe.data.img_size else {})
             result["generators"] = {  # which folder each protocol measured (refit or chosen on validation)

@@ -18,6 +18,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor
 
 from ..adapter import LanguageConditionedAdapter
+from ..backbones import BackboneSplit, split_backbone
 from ..heads import head_logits
 from ..utils.atomic import atomic_folder
 from .episode_data import prepare_episode_data
@@ -28,6 +29,8 @@ from .recipe import Recipe
 __all__ = ["TrainResult", "TrainingDiverged", "train"]
 
 logger = logging.getLogger(__name__)
+
+TRUNK_CACHE_BYTES = 4 * 2**30  # the most memory train.trunk_cache may hold
 
 
 @dataclass
@@ -146,9 +149,18 @@ class _Run:
                 head, encoder = self.adapter.generator.head, self.adapter.text_encoder
                 self.adapter.config.classifier_memory_size = fill_classifier_memory(head, self.backbone, encoder)
         self.adapter.attach(self.backbone)
+        self.split, self.trunk = (
+            self._trunk() if not head_only and cfg.trunk_cache and cfg.augment == 0 else (None, None)
+        )
         rank = self.accelerator.process_index
+        neighbours = self._neighbours() if cfg.episodes == "neighbours" else None
         self.sampler = EpisodeSampler(
-            self.data.labels, self.data.seen, cfg.k_way, cfg.batch_size, seed=cfg.seed + 1000 * rank
+            self.data.labels,
+            self.data.seen,
+            cfg.k_way,
+            cfg.batch_size,
+            seed=cfg.seed + 1000 * rank,
+            neighbours=neighbours,
         )
         self.paraphrase_rng = torch.Generator().manual_seed(cfg.seed + 7 + 1000 * rank)
         self.augment_rng = torch.Generator().manual_seed(cfg.seed + 11 + 1000 * rank)
@@ -157,6 +169,45 @@ class _Run:
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(cfg.warmup_steps, cfg.steps))
         self.model, self.optimizer = self.accelerator.prepare(self.adapter, optimizer)
         self.step = 0
+
+    def _neighbours(self) -> Tensor:
+        """(n, m) each seen class's ``m = 2 (k_way - 1)`` nearest other seen classes (positions in ``data.seen``) by
+        the cosine similarity of their mean description embeddings."""
+        text = F.normalize(self.prototypes(self.data.seen), dim=-1)
+        similarity = (text @ text.T).fill_diagonal_(-float("inf"))
+        m = min(2 * (self.recipe.train.k_way - 1), len(self.data.seen) - 1)
+        return similarity.topk(m, dim=1).indices
+
+    def _trunk(self) -> tuple[BackboneSplit | None, Tensor | None]:
+        """The backbone cut before its first adapted layer, and the trunk's activations of every training-class image
+        computed once, one row per image (rows of other images stay unused); (None, None) when the backbone cannot
+        be cut or the activations would take more than ``TRUNK_CACHE_BYTES``."""
+        from ..data import to_backbone_input
+
+        names = list(self.adapter._injection.targets)  # the adapted layers, by name
+        try:
+            split = split_backbone(self.backbone, names)
+        except ValueError as exc:
+            logger.info("trunk cache off: %s", exc)
+            return None, None
+        index = torch.nonzero(torch.isin(self.data.labels, torch.tensor(self.data.seen))).flatten()
+        trunk = None
+        with torch.no_grad(), self.accelerator.autocast():
+            for rows in index.split(self.recipe.eval.batch_size):
+                x = to_backbone_input(
+                    self.data.images[rows].to(self.accelerator.device), self.data.data_config, self.data.img_size
+                )
+                out = split.trunk(x).cpu()
+                if trunk is None:
+                    shape = (len(self.data.images), *out.shape[1:])
+                    size = math.prod(shape) * out.element_size()
+                    if size > TRUNK_CACHE_BYTES:
+                        logger.info("trunk cache off: activations at %s would take %.1f GB", split.at, size / 1e9)
+                        return None, None
+                    trunk = torch.zeros(shape, dtype=out.dtype)
+                trunk[rows] = out
+        logger.info("trunk cache: activations %s at %s (%.0f MB)", tuple(trunk.shape), split.at, size / 2**20)
+        return split, trunk
 
     def seen_features(self) -> Tensor:
         """(n, f) pooled features of the training classes' images, unaugmented, under the frozen backbone: what a
@@ -197,6 +248,8 @@ class _Run:
         targets = position[self.data.labels[index]]  # (b,) index into the episode's classes
         if self.bank is not None:
             images = self.bank.take(index, self.augment_rng)  # pooled features (b, f)
+        elif self.trunk is not None:
+            images = self.trunk[index]  # activations at the cut (b, C', H', W')
         else:
             raw = augment_batch(self.data.images[index], self.recipe.train.augment, self.augment_rng)
             images = to_backbone_input(raw, self.data.data_config, self.data.img_size)
@@ -206,7 +259,7 @@ class _Run:
     def train_step(self) -> tuple[float, float]:
         images, embeddings, targets = self.episode()
         with self.accelerator.autocast():
-            logits = self.model(images, embeddings, pooled=self.bank is not None)
+            logits = self.model(images, embeddings, pooled=self.bank is not None, split=self.split)
         loss = F.cross_entropy(logits.float(), targets, label_smoothing=self.recipe.train.label_smoothing)
         finite = self.accelerator.reduce(torch.isfinite(loss).float().reshape(1), reduction="sum")
         if int(finite.item()) != self.accelerator.num_processes:
